@@ -1,0 +1,9 @@
+// The list of subcommands main.ts registers. A subcommand is listed here only once it works.
+
+import type { CAC } from "cac";
+
+export interface Command {
+  register(cli: CAC): void;
+}
+
+export const COMMANDS: Command[] = [];

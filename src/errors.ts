@@ -1,0 +1,126 @@
+// Error classes carrying borg's exception names, arguments and exit codes.
+//
+// borg's client rebuilds remote exceptions from the class name and the argument list
+// (remote.py RemoteRepository.call_many.handle_error), and its own exit code depends on
+// the class: Error subclasses exit 2 (EXIT_ERROR), warnings 1. Every error that can reach
+// a client therefore keeps borg's class name (`borgName`) and borg's argument order.
+
+export const EXIT_SUCCESS = 0;
+export const EXIT_WARNING = 1;
+export const EXIT_ERROR = 2;
+
+export class BurgError extends Error {
+  /** The exception class name borg uses for this error (sent over RPC as exception_class). */
+  readonly borgName: string;
+  /** The arguments borg's constructor takes, in borg's order (sent as exception_args). */
+  readonly borgArgs: Array<string | number | Uint8Array | null>;
+  readonly exitCode: number;
+  /** ErrorWithTraceback in borg: the client prints a traceback for these. */
+  readonly traceback: boolean;
+
+  constructor(
+    borgName: string,
+    message: string,
+    borgArgs: Array<string | number | Uint8Array | null> = [],
+    opts: { exitCode?: number; traceback?: boolean; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = borgName;
+    this.borgName = borgName;
+    this.borgArgs = borgArgs;
+    this.exitCode = opts.exitCode ?? EXIT_ERROR;
+    this.traceback = opts.traceback ?? false;
+  }
+}
+
+/** Format borg's docstring-style messages: "Repository {} does not exist." */
+function fmt(template: string, args: ReadonlyArray<unknown>): string {
+  let i = 0;
+  return template.replace(/\{\}/g, () => String(args[i++] ?? ""));
+}
+
+function defineError(borgName: string, template: string, traceback = false) {
+  return class extends BurgError {
+    constructor(...args: Array<string | number>) {
+      super(borgName, fmt(template, args), args, { traceback });
+    }
+  };
+}
+
+// Names and messages as borg 1.2's repository.py / remote.py / locking.py define them.
+export const DoesNotExist = defineError("DoesNotExist", "Repository {} does not exist.");
+export const AlreadyExists = defineError("AlreadyExists", "A repository already exists at {}.");
+export const PathAlreadyExists = defineError("PathAlreadyExists", "There is already something at {}.");
+export const ParentPathDoesNotExist = defineError(
+  "ParentPathDoesNotExist",
+  "The parent path of the repo directory [{}] does not exist.",
+);
+export const InvalidRepository = defineError("InvalidRepository", "{} is not a valid repository. Check repo config.");
+export const InvalidRepositoryConfig = defineError(
+  "InvalidRepositoryConfig",
+  "{} does not have a valid configuration. Check repo config [{}].",
+);
+export const AtticRepository = defineError("AtticRepository", 'Attic repository detected. Please run "borg upgrade {}".');
+export const CheckNeeded = defineError("CheckNeeded", 'Inconsistency detected. Please run "borg check {}".', true);
+export const InsufficientFreeSpaceError = defineError(
+  "InsufficientFreeSpaceError",
+  "Insufficient free space to complete transaction (required: {}, available: {}).",
+);
+export const StorageQuotaExceeded = defineError(
+  "StorageQuotaExceeded",
+  "The storage quota ({}) has been exceeded ({}). Try deleting some archives.",
+);
+export const PathNotAllowed = defineError("PathNotAllowed", "Repository path not allowed: {}");
+export const InvalidRPCMethod = defineError("InvalidRPCMethod", "RPC method {} is not valid");
+export const UnexpectedRPCDataFormatFromClient = defineError(
+  "UnexpectedRPCDataFormatFromClient",
+  "Borg {}: Got unexpected RPC data format from client.",
+);
+
+export class ObjectNotFound extends BurgError {
+  constructor(idHex: string, repo: string) {
+    super("ObjectNotFound", `Object with key ${idHex} not found in repository ${repo}.`, [idHex, repo], {
+      traceback: true,
+    });
+  }
+}
+
+/** borg's helpers.IntegrityError; the message names segment and offset where they are known. */
+export class IntegrityError extends BurgError {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super("IntegrityError", `Data integrity error: ${message}`, [message], { traceback: true, ...opts });
+  }
+}
+
+/** Raised when a file's XXH64 integrity digests (integrity.N) do not match. */
+export class FileIntegrityError extends BurgError {
+  constructor(path: string) {
+    super("FileIntegrityError", `File failed integrity check: ${path}`, [path], { traceback: true });
+  }
+}
+
+/** A client asked for something its --permissions do not allow. */
+export class PermissionDenied extends BurgError {
+  constructor(message: string) {
+    // borg 2 uses PermissionDenied; borg 1.x clients print the message with exit code 2.
+    super("PermissionDenied", message, [message]);
+  }
+}
+
+/** A usage error on burg's own command line (exit code 2, like argparse errors in borg). */
+export class UsageError extends BurgError {
+  constructor(message: string) {
+    super("UsageError", message, [message]);
+  }
+}
+
+/** Nonce hardening: a request to lower the stored nonce. */
+export class NonceRegression extends BurgError {
+  constructor(message: string) {
+    super("NonceRegression", message, [message]);
+  }
+}
+
+export function isBurgError(e: unknown): e is BurgError {
+  return e instanceof BurgError;
+}

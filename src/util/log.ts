@@ -1,0 +1,97 @@
+// Logging to stderr, in the two shapes borg uses.
+//
+// Text mode is for burg's own commands run by a person ("Warning: …" style lines, as borg
+// prints them). JSON mode is what `borg serve` speaks once a client has negotiated: one JSON
+// object per line on stderr ({"type": "log_message", …}), which borg 1.1+ clients re-emit as
+// "Remote: …" (remote.py handle_remote_line). stdout never carries log output: in serve mode it
+// is the protocol stream.
+
+export type LevelName = "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL";
+
+export const LEVELS: Record<LevelName, number> = {
+  DEBUG: 10,
+  INFO: 20,
+  WARNING: 30,
+  ERROR: 40,
+  CRITICAL: 50,
+};
+
+export interface LogSink {
+  write(line: string): void;
+}
+
+const stderrSink: LogSink = {
+  write(line: string) {
+    try {
+      process.stderr.write(line);
+    } catch {
+      // stderr gone (cut ssh session): logging must never take the server down.
+    }
+  },
+};
+
+export class Logger {
+  level = LEVELS.WARNING;
+  json = false;
+  /** Debug topics enabled with --debug-topic (borg.debug.TOPIC loggers); empty = none. */
+  topics = new Set<string>();
+  sink: LogSink = stderrSink;
+
+  setLevel(name: LevelName): void {
+    this.level = LEVELS[name];
+  }
+
+  isEnabled(level: LevelName): boolean {
+    return LEVELS[level] >= this.level;
+  }
+
+  log(level: LevelName, message: string, name = "borg.repository"): void {
+    if (LEVELS[level] < this.level) return;
+    if (this.json) {
+      this.sink.write(
+        JSON.stringify({ type: "log_message", time: Date.now() / 1000, message, levelname: level, name }) + "\n",
+      );
+    } else {
+      const prefix = level === "WARNING" ? "Warning: " : level === "ERROR" || level === "CRITICAL" ? "Error: " : "";
+      this.sink.write(prefix + message + "\n");
+    }
+  }
+
+  debug(message: string, name?: string): void {
+    this.log("DEBUG", message, name);
+  }
+  info(message: string, name?: string): void {
+    this.log("INFO", message, name);
+  }
+  warning(message: string, name?: string): void {
+    this.log("WARNING", message, name);
+  }
+  error(message: string, name?: string): void {
+    this.log("ERROR", message, name);
+  }
+
+  /** A debug message of a --debug-topic topic (shown only when that topic was enabled). */
+  topic(topic: string, message: string): void {
+    if (!this.topics.has(topic)) return;
+    this.log("DEBUG", message, `borg.debug.${topic}`);
+  }
+
+  /** A progress line in borg's JSON progress format; only sent in JSON mode. */
+  progress(msgid: string, message: string | null, current: number, total: number, finished = false): void {
+    if (!this.json) return;
+    const rec: Record<string, unknown> = {
+      type: "progress_percent",
+      operation: 0,
+      msgid,
+      finished,
+      current,
+      total,
+      time: Date.now() / 1000,
+    };
+    if (message !== null) rec.message = message;
+    this.sink.write(JSON.stringify(rec) + "\n");
+  }
+}
+
+/** The process-wide logger; commands configure it from their options. */
+export const log = new Logger();
