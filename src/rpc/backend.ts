@@ -1,0 +1,60 @@
+// The interface through which the RPC layer sees a repository. `rpc/` never imports the
+// engine's internals; `commands/serve.ts` passes an `openRepository` implementation in.
+//
+// Method names and argument meanings mirror borg 1.2's Repository (repository.py); every
+// method may be synchronous or return a Promise. Errors are BurgError subclasses carrying
+// borg's exception class names (errors.ts), so they can be sent to the client unchanged.
+
+export interface OpenOptions {
+  create: boolean;
+  /** borg: exclusive=None means "old client, upgrade the lock when writing". */
+  exclusive: boolean | null;
+  /** Seconds to wait for the lock; null waits forever (borg's lock_wait=None). */
+  lockWait: number | null;
+  lock: boolean;
+  appendOnly: boolean;
+  /** Bytes; null means "use the repository config's value". */
+  storageQuota: number | null;
+  makeParentDirs: boolean;
+}
+
+export interface CheckOptions {
+  repair: boolean;
+  maxDuration: number;
+}
+
+export interface CommitOptions {
+  compact: boolean;
+  threshold: number;
+  cleanupCommits: boolean;
+}
+
+export interface RepositoryHandle {
+  /** The repository id (32 bytes), as returned by borg's open(). */
+  readonly id: Uint8Array;
+  /** Absolute path of the repository. */
+  readonly path: string;
+  len(): number | Promise<number>;
+  check(opts: CheckOptions): boolean | Promise<boolean>;
+  commit(opts: CommitOptions): void | Promise<void>;
+  rollback(): void | Promise<void>;
+  destroy(): void | Promise<void>;
+  get(id: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  /** Object ids in index order after `marker` (borg's list()). */
+  list(limit: number | null, marker: Uint8Array | null): Uint8Array[] | Promise<Uint8Array[]>;
+  /** Object ids in on-disk order after `marker` (borg's scan()). */
+  scan(limit: number | null, marker: Uint8Array | null): Uint8Array[] | Promise<Uint8Array[]>;
+  put(id: Uint8Array, data: Uint8Array): void | Promise<void>;
+  delete(id: Uint8Array): void | Promise<void>;
+  /** Does an object with this id exist in the current (committed or in-transaction) state? */
+  contains(id: Uint8Array): boolean | Promise<boolean>;
+  saveKey(keydata: Uint8Array): void | Promise<void>;
+  loadKey(): Uint8Array | Promise<Uint8Array>;
+  getFreeNonce(): number | bigint | null | Promise<number | bigint | null>;
+  commitNonceReservation(nextUnreserved: number | bigint, startNonce: number | bigint | null): void | Promise<void>;
+  breakLock(): void | Promise<void>;
+  /** Release the lock and files. Must be idempotent; an open transaction is rolled back. */
+  close(): void | Promise<void>;
+}
+
+export type OpenRepository = (path: string, opts: OpenOptions) => Promise<RepositoryHandle>;
