@@ -1,0 +1,589 @@
+// Segment files: numbering and directories, appending entries, reading single entries,
+// iterating a segment sequentially, commit detection, cleanup of uncommitted segments.
+// The equivalent of borg 1.2's LoggedIO (repository.py); same file names, same sync points:
+// a segment is fdatasync'ed and its directory fsync'ed when it is closed, and the segment is
+// synced before an intermediate commit is written.
+
+import {
+  closeSync,
+  existsSync,
+  fdatasyncSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  readdirSync,
+  statSync,
+  constants as fsc,
+} from "node:fs";
+import { join } from "node:path";
+import { IntegrityError } from "../errors.ts";
+import { bytesEqual } from "../util/hex.ts";
+import { isErrno, safeUnlink, saveFileAtomic, syncDir, writeAll } from "../util/fs.ts";
+import {
+  COMMIT_ENTRY,
+  HEADER_SIZE,
+  KEY_SIZE,
+  MAGIC,
+  MAGIC_LEN,
+  MAX_DATA_SIZE,
+  MAX_OBJECT_SIZE,
+  MAX_TAG_ID,
+  PUT_HEADER_SIZE,
+  TAG_COMMIT,
+  TAG_DELETE,
+  TAG_PUT,
+  isManifestId,
+} from "./format.ts";
+
+const crc32 = Bun.hash.crc32;
+
+/** One entry as the iterator sees it. `key` and `data` are views valid until the next step. */
+export interface SegmentEntry {
+  tag: number;
+  key: Uint8Array | null;
+  offset: number;
+  /** Whole entry size including the header. */
+  size: number;
+  /** Payload after the key (PUT) or empty; only filled when data was requested. */
+  data: Uint8Array | null;
+}
+
+export class SegmentFull extends Error {}
+
+const WRITE_BUFFER_SIZE = 1 << 20;
+const READ_CHUNK = 8 << 20;
+const FD_CACHE_SIZE = 90;
+const FD_MAX_AGE_MS = 4 * 60 * 1000;
+
+function isDigits(s: string): boolean {
+  return s.length > 0 && /^[0-9]+$/.test(s);
+}
+
+export class SegmentStore {
+  readonly path: string;
+  readonly limit: number;
+  readonly segmentsPerDir: number;
+  /** Number of the segment the next write goes to. */
+  segment = 0;
+  /** Write position within the current write segment (0 when no segment is open). */
+  offset = 0;
+  private writeFd: number | null = null;
+  private writeBuf = new Uint8Array(WRITE_BUFFER_SIZE);
+  private writeBufLen = 0;
+  private readFds = new Map<number, { fd: number; used: number }>();
+
+  constructor(path: string, limit: number, segmentsPerDir: number) {
+    this.path = path;
+    this.limit = limit;
+    this.segmentsPerDir = segmentsPerDir;
+  }
+
+  close(): void {
+    this.closeSegment();
+    for (const { fd } of this.readFds.values()) closeSync(fd);
+    this.readFds.clear();
+  }
+
+  segmentFilename(segment: number): string {
+    return join(this.path, "data", String(Math.floor(segment / this.segmentsPerDir)), String(segment));
+  }
+
+  /** Segment numbers present on disk, ascending (or descending), optionally from `start` on. */
+  listSegments(opts: { reverse?: boolean; start?: number } = {}): number[] {
+    const reverse = opts.reverse ?? false;
+    const start = opts.start ?? (reverse ? 2 ** 32 - 1 : 0);
+    const startDir = Math.floor(start / this.segmentsPerDir);
+    const dataPath = join(this.path, "data");
+    let dirs: number[];
+    try {
+      dirs = readdirSync(dataPath).filter(isDigits).map(Number);
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) return [];
+      throw e;
+    }
+    dirs = dirs.filter((d) => (reverse ? d <= startDir : d >= startDir)).sort((a, b) => (reverse ? b - a : a - b));
+    const out: number[] = [];
+    for (const d of dirs) {
+      let names: number[];
+      try {
+        names = readdirSync(join(dataPath, String(d))).filter(isDigits).map(Number);
+      } catch (e) {
+        if (isErrno(e, "ENOENT") || isErrno(e, "ENOTDIR")) continue;
+        throw e;
+      }
+      names = names.filter((n) => (reverse ? n <= start : n >= start)).sort((a, b) => (reverse ? b - a : a - b));
+      for (const n of names) out.push(n);
+    }
+    return out;
+  }
+
+  latestSegment(): number | null {
+    const s = this.listSegments({ reverse: true });
+    return s.length ? s[0]! : null;
+  }
+
+  /** The last committed segment (the transaction id), or null. */
+  segmentsTransactionId(): number | null {
+    for (const segment of this.listSegments({ reverse: true })) {
+      if (this.isCommittedSegment(segment)) return segment;
+    }
+    return null;
+  }
+
+  /** A segment is committed when it is intact and ends with a COMMIT entry and nothing follows the first commit. */
+  isCommittedSegment(segment: number): boolean {
+    const filename = this.segmentFilename(segment);
+    let size: number;
+    try {
+      size = statSync(filename).size;
+    } catch {
+      return false;
+    }
+    if (size < MAGIC_LEN + HEADER_SIZE) return false;
+    const tail = this.readAt(segment, size - HEADER_SIZE, HEADER_SIZE);
+    if (!bytesEqual(tail, COMMIT_ENTRY)) return false;
+    let seenCommit = false;
+    try {
+      for (const e of this.iterObjects(segment, { readData: true })) {
+        if (e.tag === TAG_COMMIT) {
+          seenCommit = true;
+          continue;
+        }
+        if (seenCommit) return false;
+      }
+    } catch (e) {
+      if (e instanceof IntegrityError) return false;
+      throw e;
+    }
+    return seenCommit;
+  }
+
+  /** Delete segment files newer than `transactionId` (left by aborted transactions). */
+  cleanup(transactionId: number): number {
+    this.closeSegment();
+    this.segment = transactionId + 1;
+    let count = 0;
+    for (const segment of this.listSegments({ reverse: true })) {
+      if (segment > transactionId) {
+        this.deleteSegment(segment);
+        count++;
+      } else break;
+    }
+    return count;
+  }
+
+  segmentExists(segment: number): boolean {
+    try {
+      return statSync(this.segmentFilename(segment)).size > 0;
+    } catch {
+      return false;
+    }
+  }
+
+  segmentSize(segment: number): number {
+    return statSync(this.segmentFilename(segment)).size;
+  }
+
+  deleteSegment(segment: number): void {
+    this.dropReadFd(segment);
+    try {
+      safeUnlink(this.segmentFilename(segment));
+    } catch (e) {
+      if (!isErrno(e, "ENOENT")) throw e;
+    }
+  }
+
+  segmentMagic(segment: number): Uint8Array {
+    return this.readAt(segment, 0, MAGIC_LEN);
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  private getReadFd(segment: number): number {
+    const now = Date.now();
+    const cached = this.readFds.get(segment);
+    if (cached && now - cached.used < FD_MAX_AGE_MS) {
+      // refresh LRU position
+      this.readFds.delete(segment);
+      cached.used = now;
+      this.readFds.set(segment, cached);
+      return cached.fd;
+    }
+    if (cached) this.dropReadFd(segment);
+    const fd = openSync(this.segmentFilename(segment), fsc.O_RDONLY);
+    this.readFds.set(segment, { fd, used: now });
+    if (this.readFds.size > FD_CACHE_SIZE) {
+      const oldest = this.readFds.keys().next().value as number;
+      this.dropReadFd(oldest);
+    }
+    return fd;
+  }
+
+  private dropReadFd(segment: number): void {
+    const c = this.readFds.get(segment);
+    if (c) {
+      this.readFds.delete(segment);
+      closeSync(c.fd);
+    }
+  }
+
+  /** Read up to `length` bytes at `position`; the result may be shorter at end of file. */
+  readAt(segment: number, position: number, length: number): Uint8Array {
+    if (segment === this.segment && this.writeFd !== null) this.flushWrites();
+    const fd = this.getReadFd(segment);
+    const buf = new Uint8Array(length);
+    let got = 0;
+    while (got < length) {
+      const n = readSync(fd, buf, got, length - got, position + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return got === length ? buf : buf.subarray(0, got);
+  }
+
+  /**
+   * Read the PUT entry for `id` at segment/offset; verifies header, key and CRC32 and returns the
+   * data. With readData false only the entry size is returned (header checks only).
+   */
+  read(segment: number, offset: number, id: Uint8Array): Uint8Array;
+  read(segment: number, offset: number, id: Uint8Array, readData: false): number;
+  read(segment: number, offset: number, id: Uint8Array, readData = true): Uint8Array | number {
+    const where = `[segment ${segment}, offset ${offset}]`;
+    let header: Uint8Array;
+    try {
+      header = this.readAt(segment, offset, PUT_HEADER_SIZE);
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) throw new IntegrityError(`Segment file missing ${where}`, { cause: e });
+      throw e;
+    }
+    if (header.length < PUT_HEADER_SIZE) throw new IntegrityError(`Invalid segment entry header ${where}: short read`);
+    const dv = new DataView(header.buffer, header.byteOffset, header.byteLength);
+    const crc = dv.getUint32(0, true);
+    const size = dv.getUint32(4, true);
+    const tag = header[8]!;
+    checkSize(size, PUT_HEADER_SIZE, where);
+    if (!readData) {
+      if (tag !== TAG_PUT) throw new IntegrityError(`Invalid segment entry header, did not get acceptable tag ${where}`);
+      if (!bytesEqual(header.subarray(9, 41), id)) {
+        throw new IntegrityError(`Invalid segment entry header, is not for wanted id ${where}`);
+      }
+      return size;
+    }
+    const length = size - PUT_HEADER_SIZE;
+    const data = this.readAt(segment, offset + PUT_HEADER_SIZE, length);
+    if (data.length !== length) {
+      throw new IntegrityError(`Segment entry data short read ${where}: expected ${length}, got ${data.length} bytes`);
+    }
+    if ((crc32(data, crc32(header.subarray(4))) >>> 0) !== crc) {
+      throw new IntegrityError(`Segment entry checksum mismatch ${where}`);
+    }
+    if (tag !== TAG_PUT) throw new IntegrityError(`Invalid segment entry header, did not get acceptable tag ${where}`);
+    if (!bytesEqual(header.subarray(9, 41), id)) {
+      throw new IntegrityError(`Invalid segment entry header, is not for wanted id ${where}`);
+    }
+    return data;
+  }
+
+  /**
+   * Iterate the entries of a segment in file order, reading sequentially in large chunks.
+   * With readData the CRC32 of every entry is verified and corrupt entries raise
+   * IntegrityError naming segment and offset; without it only headers are read (sizes are
+   * then informational). Yielded views are only valid until the next step.
+   */
+  *iterObjects(
+    segment: number,
+    opts: { offset?: number; readData?: boolean; includeData?: boolean } = {},
+  ): Generator<SegmentEntry> {
+    const readData = opts.readData ?? true;
+    const includeData = opts.includeData ?? false;
+    let offset = opts.offset ?? 0;
+    if (segment === this.segment && this.writeFd !== null) this.flushWrites();
+    const fd = openSync(this.segmentFilename(segment), fsc.O_RDONLY);
+    try {
+      const fileSize = fstatSync(fd).size;
+      const reader = new ChunkReader(fd, fileSize, readData ? READ_CHUNK : 64 * 1024);
+      if (offset === 0) {
+        const m = reader.view(0, MAGIC_LEN);
+        if (!m || !bytesEqual(m, MAGIC)) throw new IntegrityError(`Invalid segment magic [segment ${segment}, offset 0]`);
+        offset = MAGIC_LEN;
+      }
+      const entry: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null };
+      while (offset < fileSize) {
+        const where = `[segment ${segment}, offset ${offset}]`;
+        const h = reader.view(offset, HEADER_SIZE);
+        if (!h) {
+          throw new IntegrityError(`Invalid segment entry header ${where}: unpack requires a buffer of 9 bytes`);
+        }
+        const dv = new DataView(h.buffer, h.byteOffset, HEADER_SIZE);
+        const crc = dv.getUint32(0, true);
+        const size = dv.getUint32(4, true);
+        const tag = h[8]!;
+        checkSize(size, HEADER_SIZE, where);
+        let key: Uint8Array | null = null;
+        let data: Uint8Array | null = null;
+        if (readData) {
+          const whole = reader.view(offset, size);
+          if (!whole) {
+            const got = fileSize - offset - HEADER_SIZE;
+            throw new IntegrityError(
+              `Segment entry data short read ${where}: expected ${size - HEADER_SIZE}, got ${got} bytes`,
+            );
+          }
+          if ((crc32(whole.subarray(4)) >>> 0) !== crc) throw new IntegrityError(`Segment entry checksum mismatch ${where}`);
+          if (tag === TAG_PUT || tag === TAG_DELETE) {
+            if (size < PUT_HEADER_SIZE) {
+              throw new IntegrityError(`Segment entry key short read ${where}: expected 32, got ${size - HEADER_SIZE} bytes`);
+            }
+            key = whole.subarray(HEADER_SIZE, PUT_HEADER_SIZE);
+            data = includeData ? whole.subarray(PUT_HEADER_SIZE) : null;
+          }
+        } else if (tag === TAG_PUT || tag === TAG_DELETE) {
+          const k = size >= PUT_HEADER_SIZE ? reader.view(offset + HEADER_SIZE, KEY_SIZE) : null;
+          if (!k) throw new IntegrityError(`Segment entry key short read ${where}: expected 32, got less`);
+          key = k;
+          if (offset + size > fileSize) {
+            throw new IntegrityError(
+              `Segment entry data short seek ${where}: expected ${size - PUT_HEADER_SIZE}, got ${fileSize - offset - PUT_HEADER_SIZE} bytes`,
+            );
+          }
+        } else if (offset + size > fileSize) {
+          throw new IntegrityError(`Segment entry data short seek ${where}`);
+        }
+        if (tag !== TAG_PUT && tag !== TAG_DELETE && tag !== TAG_COMMIT) {
+          throw new IntegrityError(`Invalid segment entry header, did not get acceptable tag ${where}`);
+        }
+        entry.tag = tag;
+        entry.key = key;
+        entry.offset = offset;
+        entry.size = size;
+        entry.data = data;
+        yield entry;
+        offset += size;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  // ---- writing -------------------------------------------------------------------------------
+
+  /** Open (or roll over to) the segment the next entry goes to. */
+  private getWriteFd(opts: { noNew?: boolean; wantNew?: boolean; raiseFull?: boolean } = {}): void {
+    if (!opts.noNew && (opts.wantNew || (this.offset && this.offset > this.limit))) {
+      if (opts.raiseFull) throw new SegmentFull();
+      this.closeSegment();
+    }
+    if (this.writeFd === null) {
+      if (this.segment % this.segmentsPerDir === 0) {
+        const dir = join(this.path, "data", String(Math.floor(this.segment / this.segmentsPerDir)));
+        if (!existsSync(dir)) {
+          mkdirSync(dir);
+          syncDir(join(this.path, "data"));
+        }
+      }
+      // O_EXCL like borg's SyncFile 'xb': never silently overwrite a segment.
+      const fd = openSync(this.segmentFilename(this.segment), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o666);
+      this.writeFd = fd;
+      this.dropReadFd(this.segment);
+      this.writeBufLen = 0;
+      this.append(MAGIC);
+      this.offset = MAGIC_LEN;
+    }
+  }
+
+  private append(bytes: Uint8Array): void {
+    if (this.writeBufLen + bytes.length > this.writeBuf.length) {
+      this.flushWrites();
+      if (bytes.length > this.writeBuf.length / 2) {
+        writeAll(this.writeFd!, bytes);
+        return;
+      }
+    }
+    this.writeBuf.set(bytes, this.writeBufLen);
+    this.writeBufLen += bytes.length;
+  }
+
+  flushWrites(): void {
+    if (this.writeFd !== null && this.writeBufLen > 0) {
+      writeAll(this.writeFd, this.writeBuf.subarray(0, this.writeBufLen));
+      this.writeBufLen = 0;
+    }
+  }
+
+  private syncSegment(): void {
+    if (this.writeFd === null) return;
+    this.flushWrites();
+    fdatasyncSync(this.writeFd);
+  }
+
+  /** Flush, fdatasync and close the current write segment; the next write starts a new one. */
+  closeSegment(): void {
+    const fd = this.writeFd;
+    if (fd === null) return;
+    try {
+      this.syncSegment();
+    } finally {
+      this.writeFd = null;
+      this.writeBufLen = 0;
+      this.segment += 1;
+      this.offset = 0;
+      closeSync(fd);
+      syncDir(join(this.path, "data", String(Math.floor((this.segment - 1) / this.segmentsPerDir))));
+    }
+  }
+
+  /** Drop the current write segment without syncing (used when the transaction is abandoned). */
+  abandonSegment(): void {
+    const fd = this.writeFd;
+    if (fd === null) return;
+    this.writeFd = null;
+    this.writeBufLen = 0;
+    this.segment += 1;
+    this.offset = 0;
+    closeSync(fd);
+  }
+
+  writePut(id: Uint8Array, data: Uint8Array, raiseFull = false): [segment: number, offset: number] {
+    if (data.length > MAX_DATA_SIZE) {
+      throw new IntegrityError(`More than allowed put data [${data.length} > ${MAX_DATA_SIZE}]`);
+    }
+    this.getWriteFd({ wantNew: isManifestId(id), raiseFull });
+    const size = data.length + PUT_HEADER_SIZE;
+    const offset = this.offset;
+    const header = new Uint8Array(PUT_HEADER_SIZE);
+    const dv = new DataView(header.buffer);
+    dv.setUint32(4, size, true);
+    header[8] = TAG_PUT;
+    header.set(id, 9);
+    dv.setUint32(0, crc32(data, crc32(header.subarray(4))) >>> 0, true);
+    this.append(header);
+    this.append(data);
+    this.offset += size;
+    return [this.segment, offset];
+  }
+
+  writeDelete(id: Uint8Array, raiseFull = false): [segment: number, size: number] {
+    this.getWriteFd({ wantNew: isManifestId(id), raiseFull });
+    const header = new Uint8Array(PUT_HEADER_SIZE);
+    const dv = new DataView(header.buffer);
+    dv.setUint32(4, PUT_HEADER_SIZE, true);
+    header[8] = TAG_DELETE;
+    header.set(id, 9);
+    dv.setUint32(0, crc32(header.subarray(4)) >>> 0, true);
+    this.append(header);
+    this.offset += PUT_HEADER_SIZE;
+    return [this.segment, PUT_HEADER_SIZE];
+  }
+
+  /**
+   * Write a COMMIT. A final commit goes into a new segment of its own; an intermediate one
+   * (compaction) ends the current segment after syncing what precedes it. Returns the number
+   * of the segment the commit is in.
+   */
+  writeCommit(intermediate = false): number {
+    this.getWriteFd({ wantNew: !intermediate, noNew: intermediate });
+    if (intermediate) this.syncSegment();
+    this.append(COMMIT_ENTRY);
+    this.offset += HEADER_SIZE;
+    this.closeSegment();
+    return this.segment - 1;
+  }
+
+  /**
+   * Rewrite a damaged segment keeping only entries with a valid header and CRC, scanning byte by
+   * byte for the next valid header after damage (borg's recover_segment).
+   */
+  recoverSegment(segment: number): void {
+    const filename = this.segmentFilename(segment);
+    this.dropReadFd(segment);
+    const size = statSync(filename).size;
+    const out: Uint8Array[] = [MAGIC];
+    if (size >= MAGIC_LEN + HEADER_SIZE) {
+      const fd = openSync(filename, fsc.O_RDONLY);
+      let d: Uint8Array;
+      try {
+        d = new Uint8Array(size);
+        let got = 0;
+        while (got < size) {
+          const n = readSync(fd, d, got, size - got, got);
+          if (n === 0) break;
+          got += n;
+        }
+        d = d.subarray(0, got);
+      } finally {
+        closeSync(fd);
+      }
+      const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
+      let p = 0;
+      while (d.length - p >= HEADER_SIZE) {
+        const crc = dv.getUint32(p, true);
+        const esize = dv.getUint32(p + 4, true);
+        const tag = d[p + 8]!;
+        if (
+          esize > MAX_OBJECT_SIZE ||
+          tag > MAX_TAG_ID ||
+          esize < HEADER_SIZE ||
+          esize > d.length - p ||
+          (crc32(d.subarray(p + 4, p + esize)) >>> 0) !== crc
+        ) {
+          p += 1;
+          continue;
+        }
+        out.push(d.subarray(p, p + esize));
+        p += esize;
+      }
+    }
+    const total = out.reduce((n, b) => n + b.length, 0);
+    const joined = new Uint8Array(total);
+    let o = 0;
+    for (const b of out) {
+      joined.set(b, o);
+      o += b.length;
+    }
+    saveFileAtomic(filename, joined);
+  }
+}
+
+function checkSize(size: number, min: number, where: string): void {
+  if (size > MAX_OBJECT_SIZE) throw new IntegrityError(`Invalid segment entry size ${size} - too big ${where}`);
+  if (size < min) throw new IntegrityError(`Invalid segment entry size ${size} - too small ${where}`);
+}
+
+
+/**
+ * Sequential reader over a file with one reusable buffer: view(pos, len) returns bytes
+ * [pos, pos+len) as a view into the buffer (valid until the next call), refilling with large
+ * reads as the position moves forward; null when the file ends before pos+len.
+ */
+class ChunkReader {
+  private buf: Uint8Array;
+  private bufStart = 0;
+  private bufLen = 0;
+  constructor(
+    private fd: number,
+    private fileSize: number,
+    chunk: number,
+  ) {
+    this.buf = new Uint8Array(Math.min(chunk, Math.max(fileSize, 64)));
+  }
+
+  view(pos: number, len: number): Uint8Array | null {
+    if (pos + len > this.fileSize) return null;
+    if (pos >= this.bufStart && pos + len <= this.bufStart + this.bufLen) {
+      return this.buf.subarray(pos - this.bufStart, pos - this.bufStart + len);
+    }
+    if (len > this.buf.length) this.buf = new Uint8Array(Math.max(len, this.buf.length * 2));
+    const want = Math.min(this.buf.length, this.fileSize - pos);
+    let got = 0;
+    while (got < want) {
+      const n = readSync(this.fd, this.buf, got, want - got, pos + got);
+      if (n === 0) break;
+      got += n;
+    }
+    this.bufStart = pos;
+    this.bufLen = got;
+    if (got < len) return null;
+    return this.buf.subarray(0, len);
+  }
+}

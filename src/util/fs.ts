@@ -1,0 +1,124 @@
+// Small synchronous filesystem helpers with the durability rules borg relies on: directory
+// fsync after creating/renaming/removing entries (platform/base.py sync_dir), atomic
+// replace-by-rename with fsync (SaveFile), and unlink that survives a full disk (safe_unlink).
+
+import {
+  closeSync,
+  fdatasyncSync,
+  fsyncSync,
+  ftruncateSync,
+  openSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+  constants as fsc,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { randomBytes } from "node:crypto";
+
+function errnoOf(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | undefined)?.code;
+}
+
+export function isErrno(e: unknown, code: string): boolean {
+  return errnoOf(e) === code;
+}
+
+/** fsync a directory so that entries created, renamed or removed in it are durable. */
+export function syncDir(path: string): void {
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  try {
+    fsyncSync(fd);
+  } catch (e) {
+    // Some network filesystems refuse fsync on directories with EINVAL; borg ignores that too.
+    if (!isErrno(e, "EINVAL")) throw e;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Write all of `data` to `fd`, looping over short writes. */
+export function writeAll(fd: number, data: Uint8Array, position?: number): void {
+  let off = 0;
+  while (off < data.length) {
+    const n = writeSync(fd, data, off, data.length - off, position === undefined ? null : position + off);
+    off += n;
+  }
+}
+
+/**
+ * Replace `path` atomically: write a temp file in the same directory, fsync it, rename it over
+ * `path`, fsync the directory. Readers see the old or the new content, never a mix.
+ */
+export function saveFileAtomic(path: string, data: Uint8Array | string, mode = 0o666): void {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const dir = dirname(path);
+  const tmp = join(dir, `${basename(path)}-${randomBytes(6).toString("hex")}.tmp`);
+  const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
+  try {
+    writeAll(fd, bytes);
+    fdatasyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw e;
+  }
+  closeSync(fd);
+  try {
+    renameSync(tmp, path);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw e;
+  }
+  syncDir(dir);
+}
+
+/**
+ * Unlink `path`; if the filesystem is full (ENOSPC while removing the directory entry), truncate
+ * the file first to free its blocks and try again, unless another hard link shares the inode.
+ */
+export function safeUnlink(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    if (!isErrno(e, "ENOSPC")) throw e;
+    const st = statSync(path);
+    if (st.nlink > 1) throw e;
+    const fd = openSync(path, fsc.O_RDWR);
+    try {
+      ftruncateSync(fd, 0);
+    } finally {
+      closeSync(fd);
+    }
+    unlinkSync(path);
+  }
+}
+
+/** Overwrite a file with random bytes (unless hard-linked elsewhere) and remove it (borg's secure_erase). */
+export function secureErase(path: string): void {
+  const fd = openSync(path, fsc.O_RDWR);
+  try {
+    const st = statSync(path);
+    if (st.nlink <= 1 && st.size > 0) {
+      writeAll(fd, randomBytes(st.size), 0);
+      fsyncSync(fd);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  unlinkSync(path);
+}
+
+export function fileSize(path: string): number | null {
+  try {
+    return statSync(path).size;
+  } catch (e) {
+    if (isErrno(e, "ENOENT")) return null;
+    throw e;
+  }
+}
