@@ -124,3 +124,30 @@ export class NonceRegression extends BurgError {
 export function isBurgError(e: unknown): e is BurgError {
   return e instanceof BurgError;
 }
+
+/**
+ * A hash index file (index.N) is malformed. borg's C hashindex raises ValueError with these
+ * messages, and Repository.open_index catches ValueError to rebuild the index from segments.
+ */
+export class HashIndexFormatError extends BurgError {
+  constructor(message: string) {
+    super("ValueError", message, [message], { traceback: true });
+  }
+}
+
+/** A key that has to be in a hash index is not (borg's KeyError, e.g. an unknown list() marker). */
+export class HashIndexKeyError extends BurgError {
+  constructor(keyHex: string) {
+    super("KeyError", `key not in index: ${keyHex}`, [keyHex], { traceback: true });
+  }
+}
+
+/**
+ * A hash index holds a segment number in the reserved range above MAX_VALUE (a corrupted
+ * index); borg's NSIndex asserts "maximum number of segments reached".
+ */
+export class HashIndexValueError extends BurgError {
+  constructor(message = "maximum number of segments reached") {
+    super("AssertionError", message, [message], { traceback: true });
+  }
+}
