@@ -13,7 +13,9 @@ export const BORG_PYTHON = "/usr/bin/python3";
 export function borgPython(script: string, args: string[] = []): string {
   requireBorg();
   if (!existsSync(BORG_PYTHON)) {
-    throw new Error(`this test needs ${BORG_PYTHON} with borg's modules: install borgbackup (apt-get install borgbackup)`);
+    throw new Error(
+      `this test needs ${BORG_PYTHON} with borg's modules: install borgbackup (apt-get install borgbackup)`,
+    );
   }
   const r = Bun.spawnSync([BORG_PYTHON, "-c", script, ...args], {
     stdout: "pipe",
