@@ -1,0 +1,983 @@
+// The repository: a transactional key-value store in borg 1.x's on-disk format. This file is
+// the engine's design document; it follows borg 1.2's repository.py method for method so that
+// plain borg and burg can take turns on one repository.
+//
+// Transactions are a log. The log is a series of numbered segment files (segments.ts), each a
+// series of PUT, DELETE and COMMIT entries. A segment ending with a COMMIT is committed; its
+// number is the transaction id. On open, segments after the last committed one are deleted:
+// what they hold was never committed. A PUT supersedes earlier PUTs of the same id, a DELETE
+// hides them; superseded entries make a segment sparse, and compaction copies the live entries
+// of sparse segments into new ones and deletes the old files.
+//
+// Beside the log, each commit writes three files named after the transaction id:
+//   index.N      the hashindex id -> (segment, offset) of the current PUT (hashindex.ts)
+//   hints.N      msgpack: per-segment live-object counts, freeable bytes, storage quota use and
+//                the shadow index (which segments hold PUTs hidden by a DELETE), used by
+//                compaction (hints.ts)
+//   integrity.N  XXH64 digests of index.N and hints.N (integrity.ts)
+// written in borg's order (hints, index, integrity to temp names; integrity renamed first).
+// Missing or damaged index/hints files are rebuilt from the segments ("replay"), with borg's
+// warnings. The index is only read from disk when needed and dropped on rollback.
+//
+// Concurrency: one Repository belongs to one client session. Methods that may have to wait for
+// a lock (open, and any operation that may need to upgrade a shared lock for a replay) are
+// async; plain reads and writes are synchronous file I/O underneath.
+
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, statfsSync, unlinkSync, renameSync, appendFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import {
+  AlreadyExists,
+  AtticRepository,
+  BurgError,
+  CheckNeeded,
+  DoesNotExist,
+  FileIntegrityError,
+  InsufficientFreeSpaceError,
+  IntegrityError,
+  InvalidRepository,
+  InvalidRepositoryConfig,
+  NonceRegression,
+  ObjectNotFound,
+  ParentPathDoesNotExist,
+  PathAlreadyExists,
+  StorageQuotaExceeded,
+  ValueError,
+} from "../errors.ts";
+import { RepositoryLock } from "../lock/lock.ts";
+import type { CheckOptions, CommitOptions, OpenOptions, RepositoryHandle } from "../rpc/backend.ts";
+import { fromHex, toHex, bytesEqual } from "../util/hex.ts";
+import { log } from "../util/log.ts";
+import { formatFileSize, parseFileSize } from "../util/size.ts";
+import { isErrno, saveFileAtomic, syncDir } from "../util/fs.ts";
+import { IniConfig, readConfig, saveConfig } from "./config.ts";
+import {
+  ATTIC_MAGIC,
+  DEFAULT_MAX_SEGMENT_SIZE,
+  DEFAULT_SEGMENTS_PER_DIR,
+  HEADER_SIZE,
+  MAX_OBJECT_SIZE,
+  MAX_SEGMENT_SIZE_LIMIT,
+  PUT_HEADER_SIZE,
+  REPOSITORY_README,
+  TAG_COMMIT,
+  TAG_DELETE,
+  TAG_PUT,
+} from "./format.ts";
+import { NSIndex } from "./hashindex.ts";
+import { type Hints, readHints, writeHintsFile, readIntegrityFile, writeIntegrityFile } from "./hints.ts";
+import { readIndexFile, writeIndexFile, type IntegrityParts } from "./integrity.ts";
+import { SegmentFull, SegmentStore, type SegmentEntry } from "./segments.ts";
+import { runCheck } from "./check.ts";
+
+export interface RepositoryOptions {
+  create?: boolean;
+  exclusive?: boolean | null;
+  lockWait?: number | null;
+  lock?: boolean;
+  appendOnly?: boolean;
+  storageQuota?: number | null;
+  makeParentDirs?: boolean;
+  checkSegmentMagic?: boolean;
+}
+
+const LOGGER = "borg.repository";
+
+export class Repository implements RepositoryHandle {
+  path: string;
+  id: Uint8Array = new Uint8Array(32);
+  config: IniConfig = new IniConfig();
+  io: SegmentStore | null = null;
+  lock: RepositoryLock | null = null;
+  index: NSIndex | null = null;
+  /** Live PUT count per segment (borg's self.segments). */
+  segments = new Map<number, number>();
+  /** Freeable bytes per segment (borg's self.compact). */
+  compact = new Map<number, number>();
+  /** hex(id) -> segments holding PUTs of id hidden by a later DELETE (borg's shadow_index). */
+  shadowIndex = new Map<string, number[]>();
+  activeTxn = false;
+  exclusive: boolean | null;
+  doLock: boolean;
+  appendOnly: boolean;
+  storageQuota: number | null;
+  storageQuotaUse = 0;
+  transactionDoomed: BurgError | null = null;
+  created = false;
+  checkSegmentMagic: boolean;
+  makeParentDirs: boolean;
+  lockWait: number | null;
+  maxSegmentSize = DEFAULT_MAX_SEGMENT_SIZE;
+  segmentsPerDir = DEFAULT_SEGMENTS_PER_DIR;
+  additionalFreeSpace = 0;
+
+  constructor(path: string, opts: RepositoryOptions = {}) {
+    this.path = resolve(path);
+    this.exclusive = opts.exclusive === undefined ? false : opts.exclusive;
+    this.doLock = opts.lock ?? true;
+    this.appendOnly = opts.appendOnly ?? false;
+    this.storageQuota = opts.storageQuota ?? null;
+    this.checkSegmentMagic = opts.checkSegmentMagic ?? true;
+    this.makeParentDirs = opts.makeParentDirs ?? false;
+    this.lockWait = opts.lockWait ?? null;
+  }
+
+  /** Create (when asked) and open a repository, like borg's `with Repository(...)`. */
+  static async open(path: string, opts: RepositoryOptions = {}): Promise<Repository> {
+    const repo = new Repository(path, opts);
+    if (opts.create) {
+      repo.create(repo.path);
+      repo.created = true;
+    }
+    await repo.openPath(repo.path, Boolean(repo.exclusive), repo.lockWait, repo.doLock);
+    return repo;
+  }
+
+  // ---- creating, opening, closing ---------------------------------------------------------------
+
+  static isRepository(path: string): boolean {
+    try {
+      const head = readFileSync(join(path, "README")).subarray(0, 100).toString("latin1");
+      return head.includes("Borg Backup repository") || head.includes("Borg repository");
+    } catch {
+      return false;
+    }
+  }
+
+  /** Refuse to create inside an existing repository, or over a non-empty directory or a file. */
+  static checkCanCreateRepository(path: string): void {
+    let st;
+    try {
+      st = statSync(path);
+    } catch (e) {
+      if (!isErrno(e, "ENOENT")) throw e;
+    }
+    if (st) {
+      if (Repository.isRepository(path)) throw new AlreadyExists(path);
+      if (!st.isDirectory() || readdirSync(path).length > 0) throw new PathAlreadyExists(path);
+    }
+    let p = path;
+    for (;;) {
+      const parent = dirname(p);
+      if (parent === p) break;
+      p = parent;
+      if (Repository.isRepository(p)) throw new AlreadyExists(p);
+    }
+  }
+
+  create(path: string): void {
+    Repository.checkCanCreateRepository(path);
+    if (this.makeParentDirs) mkdirSync(dirname(path), { recursive: true });
+    if (!existsSync(path)) {
+      try {
+        mkdirSync(path);
+      } catch (e) {
+        if (isErrno(e, "ENOENT")) throw new ParentPathDoesNotExist(path);
+        throw e;
+      }
+    }
+    saveFileAtomic(join(path, "README"), REPOSITORY_README);
+    mkdirSync(join(path, "data"));
+    const config = new IniConfig();
+    config.set("repository", "version", "1");
+    config.set("repository", "segments_per_dir", String(DEFAULT_SEGMENTS_PER_DIR));
+    config.set("repository", "max_segment_size", String(DEFAULT_MAX_SEGMENT_SIZE));
+    config.set("repository", "append_only", String(Number(this.appendOnly)));
+    config.set("repository", "storage_quota", String(this.storageQuota ?? 0));
+    config.set("repository", "additional_free_space", "0");
+    config.set("repository", "id", toHex(crypto.getRandomValues(new Uint8Array(32))));
+    saveConfig(path, config);
+  }
+
+  async openPath(path: string, exclusive: boolean, lockWait: number | null, lock: boolean): Promise<void> {
+    this.path = path;
+    let st;
+    try {
+      st = statSync(path);
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) throw new DoesNotExist(path);
+      throw e;
+    }
+    if (!st.isDirectory()) throw new InvalidRepository(path);
+    if (lock) {
+      this.lock = await new RepositoryLock(path, { exclusive, timeout: lockWait }).acquire();
+    } else {
+      this.lock = null;
+    }
+    try {
+      this.config = readConfig(path);
+      if (!this.config.hasSection("repository")) {
+        throw new InvalidRepositoryConfig(path, "no repository section found");
+      }
+      const version = parseInt(this.config.get("repository", "version") ?? "", 10);
+      if (version !== 1) {
+        throw new InvalidRepositoryConfig(path, `repository version ${version} is not supported by this borg version`);
+      }
+      this.maxSegmentSize = parseFileSize(this.config.get("repository", "max_segment_size") ?? "");
+      if (this.maxSegmentSize >= MAX_SEGMENT_SIZE_LIMIT) {
+        throw new InvalidRepositoryConfig(path, `max_segment_size >= ${MAX_SEGMENT_SIZE_LIMIT}`);
+      }
+      this.segmentsPerDir = parseInt(this.config.get("repository", "segments_per_dir") ?? "", 10);
+      if (!(this.segmentsPerDir > 0)) throw new InvalidRepositoryConfig(path, "segments_per_dir must be > 0");
+      this.additionalFreeSpace = parseFileSize(this.config.get("repository", "additional_free_space") ?? "0");
+      this.appendOnly = this.appendOnly || parseBool(this.config.get("repository", "append_only"));
+      if (this.storageQuota === null) {
+        this.storageQuota = parseFileSize(this.config.get("repository", "storage_quota") ?? "0");
+      }
+      const idHex = (this.config.get("repository", "id") ?? "").trim();
+      try {
+        this.id = fromHex(idHex);
+      } catch {
+        throw new InvalidRepositoryConfig(path, "invalid repository id");
+      }
+      this.io = new SegmentStore(path, this.maxSegmentSize, this.segmentsPerDir);
+      if (this.checkSegmentMagic) {
+        const latest = this.io.latestSegment();
+        if (latest !== null && bytesEqual(this.io.segmentMagic(latest), ATTIC_MAGIC)) {
+          throw new AtticRepository(path);
+        }
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  close(): void {
+    if (this.io) {
+      if (this.activeTxn) this.io.abandonSegment();
+      this.io.close();
+    }
+    this.io = null;
+    this.index = null;
+    this.activeTxn = false;
+    if (this.lock) {
+      this.lock.release();
+      this.lock = null;
+    }
+  }
+
+  destroy(): void {
+    if (this.appendOnly) throw new ValueError(`${this.path} is in append-only mode`);
+    this.close();
+    unlinkSync(join(this.path, "config"));
+    rmSync(this.path, { recursive: true, force: true });
+  }
+
+  get idStr(): string {
+    return toHex(this.id);
+  }
+
+  private get segIO(): SegmentStore {
+    if (!this.io) throw new BurgError("AssertionError", "repository is not open", ["repository is not open"]);
+    return this.io;
+  }
+
+  // ---- keys and nonces --------------------------------------------------------------------------
+
+  saveKey(keydata: Uint8Array): void {
+    this.config.set("repository", "key", new TextDecoder().decode(keydata));
+    saveConfig(this.path, this.config);
+  }
+
+  loadKey(): Uint8Array {
+    return new TextEncoder().encode((this.config.get("repository", "key") ?? "").trim());
+  }
+
+  private requireExclusive(): void {
+    if (this.doLock && !this.lock?.gotExclusiveLock()) {
+      throw new BurgError("AssertionError", "bug in code, exclusive lock should exist here", [
+        "bug in code, exclusive lock should exist here",
+      ]);
+    }
+  }
+
+  getFreeNonce(): bigint | null {
+    this.requireExclusive();
+    try {
+      const text = readFileSync(join(this.path, "nonce"), "utf8").trim();
+      return BigInt("0x" + (text || "0"));
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) return null;
+      throw e;
+    }
+  }
+
+  commitNonceReservation(nextUnreserved: number | bigint, startNonce: number | bigint | null): void {
+    this.requireExclusive();
+    const current = this.getFreeNonce();
+    const start = startNonce === null ? null : BigInt(startNonce);
+    if (current !== start) {
+      throw new BurgError("Exception", "nonce space reservation with mismatched previous state", [
+        "nonce space reservation with mismatched previous state",
+      ]);
+    }
+    const next = BigInt(nextUnreserved);
+    // Hardening beyond borg: a nonce counter that goes backwards would let the client reuse
+    // AES-CTR nonces. Never lower it.
+    if (current !== null && next < current) {
+      throw new NonceRegression(
+        `refusing to lower the repository nonce from ${current.toString(16)} to ${next.toString(16)}`,
+      );
+    }
+    if (next < 0n || next >= 1n << 64n) throw new NonceRegression(`nonce ${next} out of range`);
+    saveFileAtomic(join(this.path, "nonce"), next.toString(16).padStart(16, "0"));
+  }
+
+  breakLock(): void {
+    new RepositoryLock(this.path, { exclusive: true, timeout: 0 }).breakLock();
+  }
+
+  // ---- transaction ids --------------------------------------------------------------------------
+
+  getIndexTransactionId(): number | null {
+    let best: number | null = null;
+    for (const name of readdirSync(this.path)) {
+      if (!name.startsWith("index.")) continue;
+      const n = name.slice(6);
+      if (!/^[0-9]+$/.test(n)) continue;
+      try {
+        if (statSync(join(this.path, name)).size === 0) continue;
+      } catch {
+        continue;
+      }
+      const v = Number(n);
+      if (best === null || v > best) best = v;
+    }
+    return best;
+  }
+
+  async checkTransaction(): Promise<void> {
+    const indexTid = this.getIndexTransactionId();
+    const segmentsTid = this.segIO.segmentsTransactionId();
+    if (indexTid !== null && segmentsTid === null) {
+      // An index but no committed segment at all: many segment files were lost.
+      throw new CheckNeeded(`${this.path}" - although likely this is "beyond repair`);
+    }
+    if (indexTid !== segmentsTid) {
+      const replayFrom = indexTid !== null && indexTid > segmentsTid! ? null : indexTid;
+      await this.replaySegments(replayFrom, segmentsTid!);
+    }
+  }
+
+  async getTransactionId(): Promise<number | null> {
+    await this.checkTransaction();
+    return this.getIndexTransactionId();
+  }
+
+  // ---- index and hints --------------------------------------------------------------------------
+
+  private integrityFor(transactionId: number, key: "index" | "hints"): IntegrityParts | null {
+    return readIntegrityFile(this.path, transactionId, key);
+  }
+
+  async openIndex(transactionId: number | null, autoRecover = true): Promise<NSIndex> {
+    if (transactionId === null) return NSIndex.create();
+    const indexPath = join(this.path, `index.${transactionId}`);
+    try {
+      return readIndexFile(indexPath, this.integrityFor(transactionId, "index"));
+    } catch (e) {
+      if (!isIndexReadError(e)) throw e;
+      log.warning(`Repository index missing or corrupted, trying to recover from: ${describe(e)}`, LOGGER);
+      try {
+        unlinkSync(indexPath);
+      } catch (u) {
+        if (!isErrno(u, "ENOENT")) throw u;
+      }
+      if (!autoRecover) throw e;
+      await this.prepareTxn(await this.getTransactionId());
+      await this.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
+      return this.openIndex(await this.getTransactionId());
+    }
+  }
+
+  async prepareTxn(transactionId: number | null, doCleanup = true): Promise<void> {
+    this.activeTxn = true;
+    if (this.doLock && !this.lock!.gotExclusiveLock()) {
+      if (this.exclusive !== null) {
+        throw new BurgError("AssertionError", "bug in code, exclusive lock should exist here", [
+          "bug in code, exclusive lock should exist here",
+        ]);
+      }
+      // an old client (exclusive=None) or a replay: upgrade the shared lock.
+      try {
+        await this.lock!.upgrade();
+      } catch (e) {
+        this.activeTxn = false;
+        throw e;
+      }
+    }
+    if (!this.index || transactionId === null) {
+      try {
+        this.index = await this.openIndex(transactionId, false);
+      } catch (e) {
+        if (!isIndexReadError(e)) throw e;
+        log.warning(`Checking repository transaction due to previous error: ${describe(e)}`, LOGGER);
+        await this.checkTransaction();
+        this.index = await this.openIndex(transactionId, false);
+      }
+    }
+    if (transactionId === null) {
+      this.segments = new Map();
+      this.compact = new Map();
+      this.storageQuotaUse = 0;
+      this.shadowIndex.clear();
+      return;
+    }
+    if (doCleanup) this.segIO.cleanup(transactionId);
+    const hintsPath = join(this.path, `hints.${transactionId}`);
+    const indexPath = join(this.path, `index.${transactionId}`);
+    let hints: Hints;
+    try {
+      hints = readHints(hintsPath, this.integrityFor(transactionId, "hints"));
+    } catch (e) {
+      if (!isHintsReadError(e)) throw e;
+      log.warning(`Repository hints file missing or corrupted, trying to recover: ${describe(e)}`, LOGGER);
+      if (!isErrno(e, "ENOENT")) {
+        try {
+          unlinkSync(hintsPath);
+        } catch {}
+      }
+      try {
+        unlinkSync(indexPath);
+      } catch {}
+      await this.checkTransaction();
+      await this.prepareTxn(transactionId);
+      return;
+    }
+    if (hints.version === 1) {
+      log.debug(`Upgrading from v1 hints.${transactionId}`, LOGGER);
+      this.segments = hints.segments;
+      this.compact = new Map();
+      this.storageQuotaUse = 0;
+      this.shadowIndex = new Map();
+      for (const segment of [...hints.compact.keys()].sort((a, b) => a - b)) {
+        log.debug(`Rebuilding sparse info for segment ${segment}`, LOGGER);
+        this.rebuildSparse(segment);
+      }
+      log.debug("Upgrade to v2 hints complete", LOGGER);
+    } else {
+      this.segments = hints.segments;
+      this.compact = hints.compact;
+      this.storageQuotaUse = hints.storageQuotaUse;
+      this.shadowIndex = hints.shadowIndex;
+    }
+    this.logStorageQuota();
+    // Drop uncommitted segments from the shadow index.
+    for (const shadowed of this.shadowIndex.values()) {
+      for (let i = shadowed.length - 1; i >= 0; i--) if (shadowed[i]! > transactionId) shadowed.splice(i, 1);
+    }
+  }
+
+  writeIndex(): void {
+    const io = this.segIO;
+    const transactionId = io.segmentsTransactionId();
+    if (transactionId === null) throw new BurgError("AssertionError", "no committed segment", ["no committed segment"]);
+    if (this.appendOnly) {
+      const ts = new Date().toISOString().replace("Z", "").padEnd(26, "0");
+      appendFileSync(join(this.path, "transactions"), `transaction ${transactionId}, UTC time ${ts}\n`);
+    }
+    const hintsName = `hints.${transactionId}`;
+    const indexName = `index.${transactionId}`;
+    const integrityName = `integrity.${transactionId}`;
+    const hintsIntegrity = writeHintsFile(join(this.path, hintsName + ".tmp"), hintsName, {
+      version: 2,
+      segments: this.segments,
+      compact: this.compact,
+      storageQuotaUse: this.storageQuotaUse,
+      shadowIndex: this.shadowIndex,
+    });
+    const indexIntegrity = writeIndexFile(join(this.path, indexName + ".tmp"), indexName, this.index!);
+    writeIntegrityFile(join(this.path, integrityName + ".tmp"), { hints: hintsIntegrity, index: indexIntegrity });
+    renameSync(join(this.path, integrityName + ".tmp"), join(this.path, integrityName));
+    syncDir(this.path);
+    renameSync(join(this.path, hintsName + ".tmp"), join(this.path, hintsName));
+    renameSync(join(this.path, indexName + ".tmp"), join(this.path, indexName));
+    syncDir(this.path);
+    const current = `.${transactionId}`;
+    for (const name of readdirSync(this.path)) {
+      if (!(name.startsWith("index.") || name.startsWith("hints.") || name.startsWith("integrity."))) continue;
+      if (name.endsWith(current)) continue;
+      unlinkSync(join(this.path, name));
+    }
+    this.index = null;
+  }
+
+  checkFreeSpace(): void {
+    let required = this.index!.byteSize() * 4;
+    required += this.segments.size * 10 + this.compact.size * 10 + 4096;
+    required += this.additionalFreeSpace;
+    if (!this.appendOnly) {
+      const fullSegmentSize = this.maxSegmentSize + MAX_OBJECT_SIZE;
+      if (this.compact.size < 10) {
+        let working = 0;
+        for (const [segment, free] of this.compact) {
+          try {
+            working += this.segIO.segmentSize(segment) - free;
+          } catch (e) {
+            if (!isErrno(e, "ENOENT")) throw e;
+          }
+        }
+        required += Math.min(working, fullSegmentSize);
+      } else {
+        required += fullSegmentSize;
+      }
+    }
+    let free: number;
+    try {
+      const st = statfsSync(this.path);
+      free = Number(st.bavail) * Number(st.bsize);
+    } catch (e) {
+      log.warning(`Failed to check free space before committing: ${describe(e)}`, LOGGER);
+      return;
+    }
+    log.debug(`check_free_space: required bytes ${required}, free bytes ${free}`, LOGGER);
+    if (free < required) {
+      if (this.created) {
+        log.error("Not enough free space to initialize repository at this location.", LOGGER);
+        this.destroy();
+      } else {
+        this.rollbackInternal(true);
+      }
+      throw new InsufficientFreeSpaceError(formatFileSize(required), formatFileSize(free));
+    }
+  }
+
+  logStorageQuota(): void {
+    if (this.storageQuota) {
+      log.info(
+        `Storage quota: ${formatFileSize(this.storageQuotaUse)} out of ${formatFileSize(this.storageQuota)} used.`,
+        LOGGER,
+      );
+    }
+  }
+
+  // ---- commit, rollback -------------------------------------------------------------------------
+
+  async commit(opts: Partial<CommitOptions> = {}): Promise<void> {
+    const compact = opts.compact ?? true;
+    const threshold = opts.threshold ?? 0.1;
+    if (this.transactionDoomed) {
+      const e = this.transactionDoomed;
+      this.rollback();
+      throw e;
+    }
+    if (!this.activeTxn) {
+      // borg's commit assumes prepare_txn ran (a put or delete did it); a bare commit still
+      // writes a commit entry and new index/hints, so load the transaction state first.
+      await this.prepareTxn(await this.getTransactionId());
+    }
+    this.checkFreeSpace();
+    this.logStorageQuota();
+    const io = this.segIO;
+    const segment = io.writeCommit();
+    if (!this.segments.has(segment)) this.segments.set(segment, 0);
+    this.compact.set(segment, (this.compact.get(segment) ?? 0) + HEADER_SIZE);
+    if (compact && !this.appendOnly) {
+      if (opts.cleanupCommits) {
+        for (const s of io.listSegments()) {
+          if (io.segmentSize(s) === 17) {
+            this.segments.set(s, 0);
+            this.compact.set(s, HEADER_SIZE);
+          }
+        }
+      }
+      await this.compactSegments(threshold);
+    }
+    this.writeIndex();
+    this.rollback();
+  }
+
+  rollbackInternal(cleanup: boolean): void {
+    if (this.io && this.activeTxn) this.io.abandonSegment();
+    if (cleanup && this.io) {
+      const tid = this.io.segmentsTransactionId();
+      if (tid !== null) this.io.cleanup(tid);
+    }
+    this.index = null;
+    this.activeTxn = false;
+    this.transactionDoomed = null;
+  }
+
+  rollback(): void {
+    this.rollbackInternal(false);
+  }
+
+  // ---- compaction -------------------------------------------------------------------------------
+
+  async compactSegments(threshold: number): Promise<void> {
+    if (this.compact.size === 0) {
+      log.debug("nothing to do: compact empty", LOGGER);
+      return;
+    }
+    const io = this.segIO;
+    const index = this.index!;
+    const quotaUseBefore = this.storageQuotaUse;
+    const indexTransactionId = this.getIndexTransactionId();
+    const segments = this.segments;
+    let unused: number[] = [];
+
+    const completeXfer = (intermediate = true) => {
+      const segment = io.writeCommit(intermediate);
+      if (!segments.has(segment)) segments.set(segment, 0);
+      this.compact.set(segment, (this.compact.get(segment) ?? 0) + HEADER_SIZE);
+      log.debug(`complete_xfer: wrote ${intermediate ? "intermediate " : ""}commit at segment ${segment}`, LOGGER);
+      for (const s of unused) {
+        log.debug(`complete_xfer: deleting unused segment ${s}`, LOGGER);
+        const count = segments.get(s);
+        segments.delete(s);
+        if (count !== 0) {
+          throw new CheckNeeded(`${this.path}" - Corrupted segment reference count - corrupted index or hints`);
+        }
+        io.deleteSegment(s);
+        this.compact.delete(s);
+      }
+      unused = [];
+    };
+
+    log.debug(`Compaction started (threshold is ${Math.trunc(threshold * 100)}%).`, LOGGER);
+    const work = [...this.compact.entries()].sort((a, b) => a[0] - b[0]);
+    let done = 0;
+    for (const [segment, freeable] of work) {
+      log.progress("repository.compact_segments", `Compacting segments ${Math.round((done++ * 100) / work.length)}%`, done, work.length);
+      if (!io.segmentExists(segment)) {
+        log.warning(`segment ${segment} not found, but listed in compaction data`, LOGGER);
+        this.compact.delete(segment);
+        continue;
+      }
+      const segmentSize = io.segmentSize(segment);
+      const ratio = freeable / segmentSize;
+      if (!(ratio > threshold)) {
+        log.debug(
+          `not compacting segment ${segment} (maybe freeable: ${(ratio * 100).toFixed(2)}% [${freeable} bytes])`,
+          LOGGER,
+        );
+        continue;
+      }
+      if (!segments.has(segment)) segments.set(segment, 0);
+      log.debug(
+        `compacting segment ${segment} with usage count ${segments.get(segment)} (maybe freeable: ${(ratio * 100).toFixed(2)}% [${freeable} bytes])`,
+        LOGGER,
+      );
+      for (const e of io.iterObjects(segment, { includeData: true })) {
+        if (e.tag === TAG_COMMIT) continue;
+        const key = e.key!;
+        const bucket = index.lookup(key);
+        const inIndex = bucket >= 0;
+        const isIndexObject = inIndex && index.segmentAt(bucket) === segment && index.offsetAt(bucket) === e.offset;
+        if (e.tag === TAG_PUT && isIndexObject) {
+          let newSegment: number, newOffset: number;
+          try {
+            [newSegment, newOffset] = io.writePut(key, e.data!, true);
+          } catch (err) {
+            if (!(err instanceof SegmentFull)) throw err;
+            completeXfer();
+            [newSegment, newOffset] = io.writePut(key, e.data!);
+          }
+          index.set(key, newSegment, newOffset);
+          segments.set(newSegment, (segments.get(newSegment) ?? 0) + 1);
+          segments.set(segment, segments.get(segment)! - 1);
+        } else if (e.tag === TAG_PUT && !isIndexObject) {
+          // A superseded PUT: gone once this segment is deleted, so drop it from the shadow index
+          // (keeping an empty list, which the DELETE branch below still needs).
+          const shadowed = this.shadowIndex.get(toHex(key));
+          if (shadowed) {
+            const i = shadowed.indexOf(segment);
+            if (i >= 0) shadowed.splice(i, 1);
+          }
+          this.storageQuotaUse -= e.data!.length + PUT_HEADER_SIZE;
+        } else if (e.tag === TAG_DELETE && !inIndex) {
+          const hex = toHex(key);
+          const shadowed = this.shadowIndex.get(hex);
+          const keyNotInShadowIndex = shadowed === undefined;
+          const shadowedPutExists = keyNotInShadowIndex || shadowed.some((s) => s < segment);
+          const deleteIsNotStable = indexTransactionId === null || segment > indexTransactionId;
+          if (shadowedPutExists || deleteIsNotStable) {
+            // Keep the DELETE (write it into a current segment): an older PUT may still exist, or
+            // a crash between commit and segment deletion could otherwise resurrect the object.
+            let newSegment: number, size: number;
+            try {
+              [newSegment, size] = io.writeDelete(key, true);
+            } catch (err) {
+              if (!(err instanceof SegmentFull)) throw err;
+              completeXfer();
+              [newSegment, size] = io.writeDelete(key);
+            }
+            this.compact.set(newSegment, (this.compact.get(newSegment) ?? 0) + size);
+            if (!segments.has(newSegment)) segments.set(newSegment, 0);
+          } else {
+            log.debug(`dropping DEL for id ${hex} - seg ${segment}, iti ${indexTransactionId}`, LOGGER);
+            if (shadowed && shadowed.length === 0) this.shadowIndex.delete(hex);
+          }
+        }
+      }
+      if (segments.get(segment) !== 0) {
+        throw new CheckNeeded(`${this.path}" - Corrupted segment reference count - corrupted index or hints`);
+      }
+      unused.push(segment);
+    }
+    log.progress("repository.compact_segments", null, work.length, work.length, true);
+    completeXfer(false);
+    log.info(
+      `compaction freed about ${formatFileSize(quotaUseBefore - this.storageQuotaUse)} repository space.`,
+      LOGGER,
+    );
+    log.debug("compaction completed.", LOGGER);
+  }
+
+  // ---- replay and index rebuilding -------------------------------------------------------------
+
+  async replaySegments(indexTransactionId: number | null, segmentsTransactionId: number): Promise<void> {
+    const rememberExclusive = this.exclusive;
+    this.exclusive = null;
+    try {
+      await this.prepareTxn(indexTransactionId, false);
+      const io = this.segIO;
+      const all = io.listSegments();
+      let i = 0;
+      for (const segment of all) {
+        log.progress("repository.replay_segments", `Replaying segments ${Math.round((i++ * 100) / all.length)}%`, i, all.length);
+        if (indexTransactionId !== null && segment <= indexTransactionId) continue;
+        if (segment > segmentsTransactionId) break;
+        this.updateIndex(segment, io.iterObjects(segment));
+      }
+      log.progress("repository.replay_segments", null, all.length, all.length, true);
+      this.writeIndex();
+    } finally {
+      this.exclusive = rememberExclusive;
+      this.rollback();
+    }
+  }
+
+  /** Apply one segment's entries to index/segments/compact (shared by replay and check). */
+  updateIndex(segment: number, objects: Iterable<SegmentEntry>, report?: (msg: string) => void): void {
+    const io = this.segIO;
+    const index = this.index!;
+    this.segments.set(segment, 0);
+    for (const e of objects) {
+      if (e.tag === TAG_PUT) {
+        const key = e.key!;
+        const b = index.lookup(key);
+        if (b >= 0) {
+          const s = index.segmentAt(b);
+          this.compact.set(s, (this.compact.get(s) ?? 0) + e.size);
+          this.segments.set(s, (this.segments.get(s) ?? 0) - 1);
+        }
+        index.set(key, segment, e.offset);
+        this.segments.set(segment, this.segments.get(segment)! + 1);
+        this.storageQuotaUse += e.size;
+      } else if (e.tag === TAG_DELETE) {
+        const key = e.key!;
+        const b = index.lookup(key);
+        if (b >= 0) {
+          const s = index.segmentAt(b);
+          const off = index.offsetAt(b);
+          index.delete(key);
+          if (io.segmentExists(s)) {
+            this.segments.set(s, (this.segments.get(s) ?? 0) - 1);
+            const size = io.read(s, off, key, false);
+            this.compact.set(s, (this.compact.get(s) ?? 0) + size);
+          }
+        }
+      } else if (e.tag === TAG_COMMIT) {
+        continue;
+      } else {
+        const msg = `Unexpected tag ${e.tag} in segment ${segment}`;
+        if (report) report(msg);
+        else throw new CheckNeeded(msg);
+      }
+    }
+    if (this.segments.get(segment) === 0) this.compact.set(segment, io.segmentSize(segment));
+  }
+
+  rebuildSparse(segment: number): void {
+    const io = this.segIO;
+    let size: number;
+    try {
+      size = io.segmentSize(segment);
+    } catch (e) {
+      if (!isErrno(e, "ENOENT")) throw e;
+      this.segments.delete(segment);
+      return;
+    }
+    if (this.segments.get(segment) === 0) {
+      this.compact.set(segment, size);
+      return;
+    }
+    let freeable = 0;
+    for (const e of io.iterObjects(segment, { readData: false })) {
+      if (e.tag === TAG_PUT) {
+        const b = this.index!.lookup(e.key!);
+        if (b < 0 || this.index!.segmentAt(b) !== segment || this.index!.offsetAt(b) !== e.offset) freeable += e.size;
+      } else if (e.tag === TAG_DELETE) {
+        freeable += e.size;
+      }
+    }
+    this.compact.set(segment, freeable);
+  }
+
+  // ---- check ------------------------------------------------------------------------------------
+
+  async check(opts: Partial<CheckOptions> = {}): Promise<boolean> {
+    return runCheck(this, { repair: opts.repair ?? false, maxDuration: opts.maxDuration ?? 0 });
+  }
+
+  // ---- reading ----------------------------------------------------------------------------------
+
+  private async ensureIndex(): Promise<NSIndex> {
+    if (!this.index) this.index = await this.openIndex(await this.getTransactionId());
+    return this.index;
+  }
+
+  async len(): Promise<number> {
+    return (await this.ensureIndex()).size;
+  }
+
+  async contains(id: Uint8Array): Promise<boolean> {
+    return (await this.ensureIndex()).has(id);
+  }
+
+  /** Up to `limit` ids after `marker`, in index (pseudo-random) order. */
+  async list(limit: number | null, marker: Uint8Array | null): Promise<Uint8Array[]> {
+    const index = await this.ensureIndex();
+    const out: Uint8Array[] = [];
+    if (limit !== null && limit <= 0) return out;
+    for (const [key] of index.entries(marker)) {
+      out.push(key);
+      if (limit !== null && out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** Up to `limit` ids of current objects after `marker`, in on-disk order. */
+  async scan(limit: number | null, marker: Uint8Array | null): Promise<Uint8Array[]> {
+    if (limit !== null && limit < 1) throw new ValueError("please use limit > 0 or limit = None");
+    const index = await this.ensureIndex();
+    const io = this.segIO;
+    let startSegment = 0;
+    let startOffset = 0;
+    if (marker !== null) {
+      const b = index.lookup(marker);
+      if (b < 0) throw new BurgError("KeyError", toHex(marker), [toHex(marker)]);
+      startSegment = index.segmentAt(b);
+      startOffset = index.offsetAt(b);
+    }
+    const result: Uint8Array[] = [];
+    for (const segment of io.listSegments({ start: startSegment })) {
+      try {
+        for (const e of io.iterObjects(segment, { offset: startOffset, readData: false })) {
+          if (startOffset > 0) {
+            // the marker's own entry was returned by the previous call
+            startOffset = 0;
+            continue;
+          }
+          if (e.tag !== TAG_PUT) continue;
+          const b = index.lookup(e.key!);
+          if (b >= 0 && index.segmentAt(b) === segment && index.offsetAt(b) === e.offset) {
+            result.push(e.key!.slice());
+            if (limit !== null && result.length === limit) return result;
+          }
+        }
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
+        // cannot seek past a damaged header: go on with the next segment
+      }
+      startOffset = 0;
+    }
+    return result;
+  }
+
+  async get(id: Uint8Array): Promise<Uint8Array> {
+    const index = await this.ensureIndex();
+    const b = index.lookup(id);
+    if (b < 0) throw new ObjectNotFound(toHex(id), this.path);
+    return this.segIO.read(index.segmentAt(b), index.offsetAt(b), id);
+  }
+
+  // ---- writing ----------------------------------------------------------------------------------
+
+  async put(id: Uint8Array, data: Uint8Array): Promise<void> {
+    if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
+    const index = this.index!;
+    const io = this.segIO;
+    const b = index.lookup(id);
+    if (b >= 0) this.deleteInternal(id, index.segmentAt(b), index.offsetAt(b), false);
+    const [segment, offset] = io.writePut(id, data);
+    this.storageQuotaUse += data.length + PUT_HEADER_SIZE;
+    this.segments.set(segment, (this.segments.get(segment) ?? 0) + 1);
+    index.set(id, segment, offset);
+    if (this.storageQuota && this.storageQuotaUse > this.storageQuota) {
+      this.transactionDoomed = new StorageQuotaExceeded(
+        formatFileSize(this.storageQuota),
+        formatFileSize(this.storageQuotaUse),
+      );
+      throw this.transactionDoomed;
+    }
+  }
+
+  async delete(id: Uint8Array): Promise<void> {
+    if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
+    const index = this.index!;
+    const b = index.lookup(id);
+    if (b < 0) throw new ObjectNotFound(toHex(id), this.path);
+    const segment = index.segmentAt(b);
+    const offset = index.offsetAt(b);
+    index.delete(id);
+    this.deleteInternal(id, segment, offset, true);
+  }
+
+  private deleteInternal(id: Uint8Array, segment: number, offset: number, updateShadowIndex: boolean): void {
+    const io = this.segIO;
+    if (updateShadowIndex) {
+      const hex = toHex(id);
+      const list = this.shadowIndex.get(hex);
+      if (list) list.push(segment);
+      else this.shadowIndex.set(hex, [segment]);
+    }
+    this.segments.set(segment, (this.segments.get(segment) ?? 0) - 1);
+    const size = io.read(segment, offset, id, false);
+    this.compact.set(segment, (this.compact.get(segment) ?? 0) + size);
+    const [newSegment, delSize] = io.writeDelete(id);
+    this.compact.set(newSegment, (this.compact.get(newSegment) ?? 0) + delSize);
+    if (!this.segments.has(newSegment)) this.segments.set(newSegment, 0);
+  }
+}
+
+function parseBool(v: string | undefined): boolean {
+  if (v === undefined) return false;
+  const t = v.trim().toLowerCase();
+  if (["1", "yes", "true", "on"].includes(t)) return true;
+  if (["0", "no", "false", "off", ""].includes(t)) return false;
+  throw new InvalidRepositoryConfig("config", `not a boolean: ${v}`);
+}
+
+function describe(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+/** The errors borg's open_index treats as "index missing or corrupted" (ValueError, OSError, FileIntegrityError). */
+function isIndexReadError(e: unknown): boolean {
+  if (e instanceof FileIntegrityError) return true;
+  if (e instanceof BurgError) return e.borgName === "HashIndexFormatError" || e.borgName === "ValueError";
+  return typeof (e as NodeJS.ErrnoException)?.code === "string";
+}
+
+/** The errors borg's prepare_txn treats as "hints missing or corrupted". */
+function isHintsReadError(e: unknown): boolean {
+  if (e instanceof FileIntegrityError) return true;
+  if (e instanceof BurgError) return e.borgName === "HintsFormatError";
+  return isErrno(e, "ENOENT");
+}
+
+/** The RepositoryHandle factory `burg serve` uses. */
+export async function openRepository(path: string, opts: OpenOptions): Promise<Repository> {
+  return Repository.open(path, {
+    create: opts.create,
+    exclusive: opts.exclusive,
+    lockWait: opts.lockWait,
+    lock: opts.lock,
+    appendOnly: opts.appendOnly,
+    storageQuota: opts.storageQuota,
+    makeParentDirs: opts.makeParentDirs,
+  });
+}
