@@ -151,3 +151,88 @@ export class HashIndexValueError extends BurgError {
     super("AssertionError", message, [message], { traceback: true });
   }
 }
+
+/** borg raises a plain ValueError for some refusals (e.g. destroy or repair of an append-only repo). */
+export class ValueError extends BurgError {
+  constructor(message: string) {
+    super("ValueError", message, [message], { traceback: true });
+  }
+}
+
+// Lock errors with the names, arguments and messages of borg 1.2's locking.py. borg's
+// LockError/LockTimeout are plain Errors; LockErrorT and its subclasses show a traceback.
+
+/** The common base of all lock errors here: `e instanceof LockingError` catches each of them. */
+export abstract class LockingError extends BurgError {}
+
+/** borg's LockError: "Failed to acquire the lock {}." */
+export class LockError extends LockingError {
+  constructor(path: string) {
+    super("LockError", `Failed to acquire the lock ${path}.`, [path]);
+  }
+}
+
+/** borg's LockErrorT: like LockError, with a traceback. */
+export class LockErrorT extends LockingError {
+  constructor(path: string) {
+    super("LockErrorT", `Failed to acquire the lock ${path}.`, [path], { traceback: true });
+  }
+}
+
+/** borg's LockTimeout (a LockError): the lock stayed taken for the whole lock wait. */
+export class LockTimeout extends LockingError {
+  constructor(path: string) {
+    super("LockTimeout", `Failed to create/acquire the lock ${path} (timeout).`, [path]);
+  }
+}
+
+/** borg's LockFailed (a LockErrorT): the lock files could not be created, e.g. read-only file system. */
+export class LockFailed extends LockingError {
+  constructor(path: string, reason: string, opts: { cause?: unknown } = {}) {
+    super("LockFailed", `Failed to create/acquire the lock ${path} (${reason}).`, [path, reason], {
+      traceback: true,
+      ...opts,
+    });
+  }
+}
+
+/** borg's NotLocked (a LockErrorT). */
+export class NotLocked extends LockingError {
+  constructor(path: string) {
+    super("NotLocked", `Failed to release the lock ${path} (was not locked).`, [path], { traceback: true });
+  }
+}
+
+/** borg's NotMyLock (a LockErrorT). */
+export class NotMyLock extends LockingError {
+  constructor(path: string) {
+    super("NotMyLock", `Failed to release the lock ${path} (was/is locked, but not by me).`, [path], {
+      traceback: true,
+    });
+  }
+}
+
+export function isLockError(e: unknown): e is LockingError {
+  return e instanceof LockingError;
+}
+
+/**
+ * A request's arguments do not fit the method: missing, of the wrong type or the wrong size.
+ * borg's server raises python's TypeError here (e.g. "put() missing 1 required positional
+ * argument: 'data'"), which its client shows with the remote traceback.
+ */
+export class RpcArgumentError extends BurgError {
+  constructor(message: string) {
+    super("TypeError", message, [message], { traceback: true });
+  }
+}
+
+/**
+ * A repository method was called before open() (borg's server fails with an AttributeError on
+ * None there; this says what happened).
+ */
+export class RepositoryNotOpen extends BurgError {
+  constructor(method: string) {
+    super("RepositoryNotOpen", `Repository is not open: call open() before ${method}().`, [method]);
+  }
+}
