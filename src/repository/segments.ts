@@ -433,10 +433,19 @@ export class SegmentStore {
     }
   }
 
-  /** Drop the current write segment without syncing (used when the transaction is abandoned). */
+  /**
+   * Close the current write segment without syncing (the transaction is abandoned). What was
+   * buffered is still written, so the file stays a well-formed (uncommitted) segment, as borg
+   * leaves it; the next transaction's cleanup removes it.
+   */
   abandonSegment(): void {
     const fd = this.writeFd;
     if (fd === null) return;
+    try {
+      this.flushWrites();
+    } catch {
+      // a full disk: the next open's cleanup deals with a short segment
+    }
     this.writeFd = null;
     this.writeBufLen = 0;
     this.segment += 1;
