@@ -720,6 +720,11 @@ export class StreamDecoder implements Iterable<unknown> {
     return this.startAbs + (this.end - this.start) - this.msgStartAbs;
   }
 
+  /** Stream offset just past the last message returned: message sizes are differences of this. */
+  get consumed(): number {
+    return this.msgStartAbs;
+  }
+
   /** Is a message partly received (so end of input now would cut it)? */
   get inMessage(): boolean {
     return this.end > this.start || this.parser.stack.length > 0;

@@ -1,0 +1,468 @@
+// One client session of the borg 1.x RPC protocol over any duplex byte stream: decoding
+// requests, executing them against a repository opened through the RepositoryHandle
+// interface, replying in order, and cleaning up (rollback and close) however the session ends.
+//
+// Reading and executing are decoupled: a reader task keeps decoding the input into a queue
+// while the executor works and while replies wait for the client to read them, so a client
+// that pipelines requests (borg keeps up to 100 in flight) is never stalled by our writes.
+// The queue is bounded in bytes; when it is full the reader stops pulling, which pushes back on
+// the client through the stream itself. Requests run one at a time, in order, so replies go
+// out in order.
+//
+// Nothing here knows about stdio, sockets or process signals: transports pass a SessionStream
+// and call abort(); one process may run many sessions at once.
+
+import {
+  AlreadyExists,
+  BurgError,
+  CheckNeeded,
+  DoesNotExist,
+  IntegrityError,
+  InvalidRPCMethod,
+  ObjectNotFound,
+  PathNotAllowed,
+  PermissionDenied,
+  RepositoryNotOpen,
+} from "../errors.ts";
+import type { Logger } from "../util/log.ts";
+import {
+  MsgpackDecodeError,
+  MsgpackLimitError,
+  StreamDecoder,
+  borgUnpackerLimits,
+  bytesToString,
+  bytesToStringStrict,
+  isBytes,
+} from "../util/msgpack.ts";
+import { VERSION } from "../version.ts";
+import type { OpenRepository, RepositoryHandle } from "./backend.ts";
+import { GuardedRepository, checkPathAllowed, resolveRepositoryPath, type PathContext, type ServePolicy } from "./policy.ts";
+import {
+  RECONSTRUCTED,
+  RPC_METHODS,
+  argBool,
+  argBytes,
+  argId,
+  argInt,
+  argNumber,
+  argOptBool,
+  argOptBytes,
+  argOptInt,
+  argOptNumber,
+  clientVersion,
+  encodeError,
+  encodeResult,
+  filterArgs,
+  formatVersion,
+  isBadRequest,
+  negotiateAnswer,
+  parseRequest,
+  wireError,
+  type Request,
+} from "./protocol.ts";
+
+/** The byte stream a session talks over. */
+export interface SessionStream {
+  /** Bytes from the client, in order; ends when the client closes its side. */
+  readable: AsyncIterable<Uint8Array>;
+  /**
+   * Send bytes to the client. Resolves when the stream can take more (backpressure) and
+   * rejects when the connection is gone. The session does not touch `data` afterwards.
+   */
+  write(data: Uint8Array): Promise<void>;
+  /** Resolves when everything written has been handed to the operating system. */
+  flush(): Promise<void>;
+}
+
+export interface SessionConfig {
+  openRepository: OpenRepository;
+  policy: ServePolicy;
+  pathContext: PathContext;
+  logger: Logger;
+  /** Lock wait (seconds) for an open() that carries none; borg clients always send theirs. */
+  defaultLockWait?: number | null;
+  /** borg's sysinfo() text sent with every error ("" when BORG_SHOW_SYSINFO=no). */
+  sysinfo(): string;
+}
+
+export type SessionEnd = "eof" | "protocol-error" | "connection-lost" | "aborted";
+
+export interface SessionResult {
+  end: SessionEnd;
+  /** 0 for a normal end of input, 2 (EXIT_ERROR) when the client broke the protocol or vanished. */
+  exitCode: number;
+  error?: Error;
+}
+
+/** Decoded requests waiting for the executor are capped at this many bytes. */
+const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+
+/** A one-shot wake-up for tasks waiting on each other. */
+class Signal {
+  private waiters: Array<() => void> = [];
+  wait(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+  notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
+
+type InputEnd = { kind: "eof" } | { kind: "protocol-error"; error: Error } | { kind: "connection-lost"; error: Error };
+
+export class Session {
+  private readonly decoder = new StreamDecoder(borgUnpackerLimits("server"));
+  private readonly queue: Array<{ msg: unknown; size: number }> = [];
+  private queuedBytes = 0;
+  private inputEnd: InputEnd | null = null;
+  private readonly queueChanged = new Signal();
+  private aborted = false;
+  private readonly abortSignal = new Signal();
+  private repo: RepositoryHandle | null = null;
+  private pendingOpen: Promise<RepositoryHandle> | null = null;
+  private clientVersion: number[] | null = null;
+  private closed = false;
+
+  constructor(private readonly config: SessionConfig) {}
+
+  /** Requests received and not yet executed. */
+  get pendingRequests(): number {
+    return this.queue.length;
+  }
+
+  get logger(): Logger {
+    return this.config.logger;
+  }
+
+  /** Serve the stream until the client is done, the protocol breaks or abort() is called. */
+  async run(stream: SessionStream): Promise<SessionResult> {
+    void this.readInput(stream.readable);
+    let result: SessionResult;
+    try {
+      result = await this.execute(stream);
+    } finally {
+      await this.closeRepository();
+    }
+    if (result.end !== "connection-lost") {
+      try {
+        await stream.flush();
+      } catch {
+        // The client is gone; the session's outcome stands.
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Stop: no further requests run (the one running finishes, except an open() still waiting
+   * for its lock), and run() resolves after rolling back and closing the repository.
+   */
+  abort(reason: string): void {
+    if (this.aborted) return;
+    this.logger.debug(`session aborted: ${reason}`);
+    this.aborted = true;
+    this.abortSignal.notify();
+    this.queueChanged.notify();
+  }
+
+  private async readInput(readable: AsyncIterable<Uint8Array>): Promise<void> {
+    try {
+      for await (const chunk of readable) {
+        if (this.aborted) return;
+        this.decoder.feed(chunk);
+        let before = this.decoder.consumed;
+        for (const msg of this.decoder) {
+          const size = this.decoder.consumed - before;
+          before = this.decoder.consumed;
+          this.queue.push({ msg, size });
+          this.queuedBytes += size;
+        }
+        this.queueChanged.notify();
+        while (this.queuedBytes > MAX_QUEUED_BYTES && !this.aborted) await this.queueChanged.wait();
+      }
+      if (this.decoder.inMessage) {
+        this.logger.debug(`connection closed inside a message (${this.decoder.buffered} bytes of it received)`);
+      }
+      this.inputEnd = { kind: "eof" };
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      this.inputEnd =
+        e instanceof MsgpackDecodeError || e instanceof MsgpackLimitError
+          ? { kind: "protocol-error", error: err }
+          : { kind: "connection-lost", error: err };
+    }
+    this.queueChanged.notify();
+  }
+
+  private async nextMessage(): Promise<unknown | typeof END> {
+    for (;;) {
+      if (this.aborted) return END;
+      const item = this.queue.shift();
+      if (item !== undefined) {
+        this.queuedBytes -= item.size;
+        this.queueChanged.notify(); // the reader may be waiting for room
+        return item.msg;
+      }
+      if (this.inputEnd !== null) return END;
+      await this.queueChanged.wait();
+    }
+  }
+
+  private async execute(stream: SessionStream): Promise<SessionResult> {
+    for (;;) {
+      const msg = await this.nextMessage();
+      if (msg === END) break;
+      let reply: Uint8Array;
+      try {
+        reply = await this.handle(msg);
+      } catch (e) {
+        // Only a message without a msgid gets here: nothing to answer, the stream is unusable.
+        const err = e instanceof Error ? e : new Error(String(e));
+        this.logger.error(`${err.message} Closing the connection.`);
+        return { end: "protocol-error", exitCode: 2, error: err };
+      }
+      try {
+        await stream.write(reply);
+      } catch (e) {
+        this.abort("connection lost while replying");
+        return { end: "connection-lost", exitCode: 2, error: e instanceof Error ? e : new Error(String(e)) };
+      }
+    }
+    if (this.aborted) return { end: "aborted", exitCode: 2 };
+    const end = this.inputEnd ?? { kind: "eof" };
+    if (end.kind === "protocol-error") {
+      this.logger.error(
+        `Borg ${VERSION}: Got unexpected RPC data format from client: ${end.error.message}. Closing the connection.`,
+      );
+      return { end: "protocol-error", exitCode: 2, error: end.error };
+    }
+    if (end.kind === "connection-lost") {
+      this.logger.debug(`connection lost: ${end.error.message}`);
+      return { end: "connection-lost", exitCode: 2, error: end.error };
+    }
+    if (this.repo === null) this.logger.debug(`Borg ${VERSION}: Got connection close before repository was opened.`);
+    return { end: "eof", exitCode: 0 };
+  }
+
+  /** Execute one decoded message and return the encoded reply. Throws only when there is no msgid. */
+  private async handle(msg: unknown): Promise<Uint8Array> {
+    const req = parseRequest(msg);
+    if (isBadRequest(req)) return this.errorReply(req, req.error);
+    try {
+      if (!RPC_METHODS.has(req.method)) throw new InvalidRPCMethod(req.method);
+      const args = filterArgs(req.method, req.args);
+      const result = await this.dispatch(req.method, args);
+      return encodeResult(req, result);
+    } catch (e) {
+      return this.errorReply(req, e);
+    }
+  }
+
+  /** The error reply borg's serve() sends, with the same server-side logging. */
+  private errorReply(req: Pick<Request, "dictFormat" | "msgid" | "method">, e: unknown): Uint8Array {
+    const w = wireError(e);
+    const reconstructed = RECONSTRUCTED.has(w.exceptionClass);
+    if (!(e instanceof BurgError)) {
+      // Not a borg condition but a bug in burg: always worth the operator's attention.
+      this.logger.error(`internal error in ${req.method}(): ${(e as Error)?.stack ?? String(e)}`);
+    }
+    if (req.dictFormat) {
+      if (!reconstructed) this.logger.debug(w.full.join("\n"));
+      return encodeError(req, w, this.config.sysinfo());
+    }
+    if (!reconstructed) {
+      const message = e instanceof BurgError ? e.message : `${w.exceptionClass} Exception in RPC call`;
+      this.logger.error(message);
+      this.logger.log(w.trace ? "ERROR" : "DEBUG", `${w.full.join("")}\n${this.config.sysinfo()}`);
+    }
+    return encodeError(req, w, "");
+  }
+
+  private async dispatch(method: string, args: Map<string, unknown>): Promise<unknown> {
+    switch (method) {
+      case "negotiate":
+        return this.negotiate(args.get("client_data"));
+      case "open":
+        return this.open(args);
+      case "inject_exception":
+        return injectException(argBytes(method, args, "kind"));
+    }
+    const repo = this.repo;
+    if (repo === null) throw new RepositoryNotOpen(method);
+    switch (method) {
+      case "__len__":
+        return await repo.len();
+      case "check":
+        return await repo.check({
+          repair: argBool(args, "repair", false),
+          maxDuration: argNumber(method, args, "max_duration", 0),
+        });
+      case "commit":
+        await repo.commit({
+          compact: argBool(args, "compact", true),
+          threshold: argNumber(method, args, "threshold", 0.1),
+          cleanupCommits: argBool(args, "cleanup_commits", false),
+        });
+        return null;
+      case "rollback":
+        await repo.rollback();
+        return null;
+      case "destroy":
+        await repo.destroy();
+        return null;
+      case "get":
+        return await repo.get(argId(method, args));
+      case "list":
+      case "scan": {
+        const limit = argOptNumber(method, args, "limit");
+        const marker = argOptBytes(method, args, "marker");
+        return method === "list" ? await repo.list(limit, marker) : await repo.scan(limit, marker);
+      }
+      case "put":
+        await repo.put(argId(method, args), argBytes(method, args, "data"));
+        return null;
+      case "delete":
+        await repo.delete(argId(method, args));
+        return null;
+      case "save_key":
+        await repo.saveKey(argBytes(method, args, "keydata"));
+        return null;
+      case "load_key":
+        return await repo.loadKey();
+      case "break_lock":
+        await repo.breakLock();
+        return null;
+      case "get_free_nonce":
+        return await repo.getFreeNonce();
+      case "commit_nonce_reservation":
+        await repo.commitNonceReservation(
+          argInt(method, args, "next_unreserved"),
+          argOptInt(method, args, "start_nonce"),
+        );
+        return null;
+    }
+    throw new InvalidRPCMethod(method);
+  }
+
+  private negotiate(clientData: unknown): unknown {
+    const { answer, json } = negotiateAnswer(clientData);
+    this.clientVersion = clientVersion(clientData);
+    if (json) {
+      this.logger.json = true;
+      this.logger.debug("Initialized logging system for JSON-based protocol");
+    }
+    if (this.clientVersion !== null) this.logger.debug(`client version: ${formatVersion(this.clientVersion)}`);
+    return answer;
+  }
+
+  private async open(args: Map<string, unknown>): Promise<Uint8Array> {
+    const { policy, pathContext } = this.config;
+    const rawPath = args.get("path");
+    let path: string;
+    if (isBytes(rawPath)) {
+      try {
+        path = bytesToStringStrict(rawPath);
+      } catch {
+        throw new PathNotAllowed(bytesToString(rawPath));
+      }
+    } else if (typeof rawPath === "string") {
+      path = rawPath;
+    } else {
+      throw new PathNotAllowed(String(rawPath));
+    }
+    this.logger.debug(`Resolving repository path ${JSON.stringify(path)}`);
+    const resolved = resolveRepositoryPath(path, pathContext);
+    this.logger.debug(`Resolved repository path to ${JSON.stringify(resolved)}`);
+    checkPathAllowed(resolved, policy, pathContext.cwd);
+    const create = argBool(args, "create", false);
+    if (create && policy.permissions === "read-only") {
+      throw new PermissionDenied("Permission denied: creating a repository is not allowed (burg serve --permissions read-only).");
+    }
+    // `borg init` through `serve --append-only` does not make an append-only repository, while
+    // `borg init --append-only` does (remote.py RepositoryServer.open).
+    const appendOnly = (!create && policy.appendOnly) || argBool(args, "append_only", false);
+    const lockWait = args.has("lock_wait")
+      ? argOptNumber("open", args, "lock_wait")
+      : (this.config.defaultLockWait ?? null);
+    if (this.repo !== null || this.pendingOpen !== null) await this.closeRepository();
+    this.closed = false;
+    const opening = this.config.openRepository(resolved, {
+      create,
+      exclusive: argOptBool(args, "exclusive", null),
+      lockWait,
+      lock: argBool(args, "lock", true),
+      appendOnly,
+      storageQuota: policy.storageQuota,
+      makeParentDirs: argBool(args, "make_parent_dirs", false),
+    });
+    this.pendingOpen = opening;
+    // Waiting for a lock must not outlive an abort: race it, and close what arrives late.
+    const handle = await Promise.race([opening, this.abortSignal.wait().then(() => null)]);
+    this.pendingOpen = null;
+    if (handle === null) {
+      void opening.then(
+        (h) => h.close(),
+        () => undefined,
+      );
+      throw new BurgError("SessionAborted", "session aborted while opening the repository");
+    }
+    if (this.aborted) {
+      await handle.close();
+      throw new BurgError("SessionAborted", "session aborted while opening the repository");
+    }
+    this.repo = policy.permissions === "all" ? handle : new GuardedRepository(handle, policy.permissions, this.logger);
+    return handle.id;
+  }
+
+  /** Roll back and close; idempotent. */
+  private async closeRepository(): Promise<void> {
+    const repo = this.repo;
+    this.repo = null;
+    if (this.pendingOpen !== null) {
+      void this.pendingOpen.then(
+        (h) => h.close(),
+        () => undefined,
+      );
+      this.pendingOpen = null;
+    }
+    if (repo === null || this.closed) return;
+    this.closed = true;
+    try {
+      await repo.close();
+    } catch (e) {
+      this.logger.error(`closing the repository failed: ${(e as Error)?.message ?? String(e)}`);
+    }
+  }
+}
+
+const END: unique symbol = Symbol("session.end");
+
+/** borg's RepositoryServer.inject_exception, a test hook in the method allowlist. */
+function injectException(kindBytes: Uint8Array): null {
+  const kind = bytesToString(kindBytes);
+  const s1 = "test string";
+  const s2 = "test string2";
+  switch (kind) {
+    case "DoesNotExist":
+      throw new DoesNotExist(s1);
+    case "AlreadyExists":
+      throw new AlreadyExists(s1);
+    case "CheckNeeded":
+      throw new CheckNeeded(s1);
+    case "IntegrityError":
+      throw new IntegrityError(s1);
+    case "PathNotAllowed":
+      throw new PathNotAllowed("foo");
+    case "ObjectNotFound":
+      throw new ObjectNotFound(s1, s2);
+    case "InvalidRPCMethod":
+      throw new InvalidRPCMethod(s1);
+    case "divide":
+      throw new BurgError("ZeroDivisionError", "integer division or modulo by zero", ["integer division or modulo by zero"], {
+        traceback: true,
+      });
+  }
+  return null;
+}
