@@ -5,8 +5,8 @@
 //
 // Permission modes (borg 2's names, enforced here for borg 1.x clients):
 // - read-only: reads only; every write fails with PermissionDenied and changes nothing, and a
-//   commit (which would write a new COMMIT segment) is skipped since nothing can have changed.
-//   Two writes that change nothing are let through: re-putting an object unchanged (borg
+//   commit (which would write a new COMMIT segment) is skipped since nothing can have changed;
+//   one asking for compaction (`borg compact`) is refused. Two writes that change nothing are let through: re-putting an object unchanged (borg
 //   with-lock rewrites the manifest as it is) and nonce reservations, which `borg check`
 //   makes even without --repair because it encrypts rebuilt metadata it then throws away; they
 //   are kept in the session's memory and never reach the disk.
@@ -386,6 +386,8 @@ export class GuardedRepository implements RepositoryHandle {
 
   commit(opts: CommitOptions): void | Promise<void> {
     if (this.mode === "read-only") {
+      // `borg compact` asks for nothing but compaction: refuse it rather than pretend.
+      if (opts.compact) this.deny("compacting the repository is not allowed");
       // Nothing can have changed (every write was refused); a real commit would still write
       // a new COMMIT segment and index, so it is skipped.
       this.logger.debug("commit skipped: read-only session has nothing to commit");

@@ -1,0 +1,51 @@
+// What is in a borg repository, read with the installed borg's own Python code: the current
+// object ids and every PUT entry still present in the segment files (so tests can prove that
+// data and superseded manifests were kept), plus a byte snapshot of all files for "nothing
+// changed" assertions.
+
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { borgPython } from "./borg-python.ts";
+
+export interface RepoContents {
+  /** Hex ids of the objects in the current (committed) state. */
+  ids: string[];
+  /** Every PUT in the segments, superseded or not: [hex id, sha256 of the stored data]. */
+  puts: Array<[string, string]>;
+}
+
+const SCRIPT = `
+import sys, json, hashlib
+from borg.logger import setup_logging
+from borg.repository import Repository, TAG_PUT
+setup_logging(level="error")
+r = Repository(sys.argv[1], lock=False)
+with r:
+    ids = sorted(i.hex() for i in r.list(limit=None))
+    puts = []
+    for segment, _ in r.io.segment_iterator():
+        for tag, key, offset, data in r.io.iter_objects(segment, include_data=True):
+            if tag == TAG_PUT:
+                puts.append([key.hex(), hashlib.sha256(data).hexdigest()])
+print(json.dumps({"ids": ids, "puts": puts}))
+`;
+
+export function repoContents(path: string): RepoContents {
+  return JSON.parse(borgPython(SCRIPT, [path])) as RepoContents;
+}
+
+export const MANIFEST_HEX = "00".repeat(32);
+
+/** Relative path -> sha256 of every file below `dir` (lock files excluded: they come and go). */
+export function snapshotFiles(dir: string, prefix = ""): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(dir).sort()) {
+    if (!prefix && name.startsWith("lock.")) continue;
+    const p = join(dir, name);
+    const rel = prefix ? `${prefix}/${name}` : name;
+    if (statSync(p).isDirectory()) for (const [k, v] of snapshotFiles(p, rel)) out.set(k, v);
+    else out.set(rel, createHash("sha256").update(readFileSync(p)).digest("hex"));
+  }
+  return out;
+}
