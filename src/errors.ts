@@ -236,3 +236,10 @@ export class RepositoryNotOpen extends BurgError {
     super("RepositoryNotOpen", `Repository is not open: call open() before ${method}().`, [method]);
   }
 }
+
+/** A command stopped by a signal; the exit code is borg's EXIT_SIGNAL_BASE (128) + the signal number. */
+export class Interrupted extends BurgError {
+  constructor(signal: string, signo: number) {
+    super("Interrupted", `Interrupted by ${signal}.`, [signal], { exitCode: 128 + signo });
+  }
+}

@@ -1,9 +1,10 @@
 // The list of subcommands main.ts registers. A subcommand is listed here only once it works.
 
 import type { CAC } from "cac";
+import * as check from "./check.ts";
 
 export interface Command {
   register(cli: CAC): void;
 }
 
-export const COMMANDS: Command[] = [];
+export const COMMANDS: Command[] = [check];
