@@ -2,9 +2,10 @@
 
 import type { CAC } from "cac";
 import * as check from "./check.ts";
+import * as serve from "./serve.ts";
 
 export interface Command {
   register(cli: CAC): void;
 }
 
-export const COMMANDS: Command[] = [check];
+export const COMMANDS: Command[] = [serve, check];

@@ -1,0 +1,310 @@
+// `burg serve`: a drop-in for `borg serve` (borg 1.2's options plus borg 2's --permissions),
+// speaking borg 1.x's RPC protocol on stdin/stdout for one client, as sshd starts it.
+//
+// This file turns the command line (and, for ssh forced commands, SSH_ORIGINAL_COMMAND) into a
+// session configuration; rpc/ does the protocol and transport/stdio.ts the process plumbing.
+
+import type { CAC } from "cac";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { homedir, hostname, machine, release, type, version as osVersion } from "node:os";
+import { UsageError } from "../errors.ts";
+import { openRepository } from "../repository/repository.ts";
+import type { OpenRepository } from "../rpc/backend.ts";
+import {
+  clientOverrides,
+  normalizeDebugTopic,
+  resolvePermissions,
+  type PathContext,
+  type ServePolicy,
+} from "../rpc/policy.ts";
+import type { SessionConfig } from "../rpc/session.ts";
+import { serveStdio } from "../transport/stdio.ts";
+import { log, type LevelName } from "../util/log.ts";
+import { parseFileSize } from "../util/size.ts";
+import { COMMIT, VERSION } from "../version.ts";
+
+/**
+ * The serve options, read from the raw command line (see parseServeArgv). cac is only used for
+ * help and to reject unknown options: its parser turns numeric-looking values into numbers and
+ * fills absent list options with [undefined], neither acceptable for paths and modes.
+ */
+export interface ServeCliOptions {
+  restrictToPath?: string[];
+  restrictToRepository?: string[];
+  appendOnly?: boolean;
+  storageQuota?: string;
+  umask?: string;
+  lockWait?: string;
+  permissions?: string;
+  debugTopic?: string[];
+  /** The last of --critical/--error/--warning/--info/-v/--verbose/--debug, as argparse keeps it. */
+  logLevel?: LevelName;
+}
+
+/** Everything `burg serve` decided from its command line and environment. */
+export interface ServeSettings {
+  policy: ServePolicy;
+  logLevel: LevelName;
+  debugTopics: string[];
+  /** Seconds; used for an open() without lock_wait (borg clients always send one). */
+  lockWait: number;
+  umask: number;
+  /** The allowlisted options came from the client's SSH_ORIGINAL_COMMAND. */
+  fromClient: boolean;
+}
+
+const UMASK_DEFAULT = 0o077;
+const MIN_STORAGE_QUOTA = 10_000_000; // borg: "At least 10M are required."
+
+/** Whether each value option is a list (repeatable) or keeps its last value. */
+const VALUE_OPTIONS: Record<string, { key: keyof ServeCliOptions; list: boolean } | null> = {
+  "--restrict-to-path": { key: "restrictToPath", list: true },
+  "--restrict-to-repository": { key: "restrictToRepository", list: true },
+  "--storage-quota": { key: "storageQuota", list: false },
+  "--umask": { key: "umask", list: false },
+  "--lock-wait": { key: "lockWait", list: false },
+  "--permissions": { key: "permissions", list: false },
+  "--debug-topic": { key: "debugTopic", list: true },
+  // borg common options with a value that serve accepts and ignores
+  "--remote-path": null,
+  "--rsh": null,
+  "--upload-ratelimit": null,
+  "--remote-ratelimit": null,
+  "--upload-buffer": null,
+  "--remote-buffer": null,
+  "--debug-profile": null,
+};
+
+const LEVEL_FLAGS: Record<string, LevelName> = {
+  "--critical": "CRITICAL",
+  "--error": "ERROR",
+  "--warning": "WARNING",
+  "--info": "INFO",
+  "-v": "INFO",
+  "--verbose": "INFO",
+  "--debug": "DEBUG",
+};
+
+/** Read the serve options from argv (the words after the program name; "serve" is skipped). */
+export function parseServeArgv(argv: readonly string[]): ServeCliOptions {
+  const o: ServeCliOptions = {};
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") break;
+    if (!word.startsWith("-")) continue;
+    const eq = word.indexOf("=");
+    const name = word.startsWith("--") && eq > 0 ? word.slice(0, eq) : word;
+    const level = LEVEL_FLAGS[name];
+    if (level !== undefined) {
+      o.logLevel = level;
+      continue;
+    }
+    if (name === "--append-only") {
+      o.appendOnly = true;
+      continue;
+    }
+    if (!(name in VALUE_OPTIONS)) continue;
+    const value = eq > 0 && word.startsWith("--") ? word.slice(eq + 1) : argv[++i];
+    const spec = VALUE_OPTIONS[name];
+    if (spec === null || spec === undefined || value === undefined) continue;
+    if (spec.list) ((o[spec.key] as string[] | undefined) ??= []).push(value);
+    else (o as Record<string, unknown>)[spec.key] = value;
+  }
+  return o;
+}
+
+/** Turn options and environment into settings; throws UsageError for invalid values. */
+export function serveSettings(o: ServeCliOptions, env: Record<string, string | undefined>): ServeSettings {
+  let storageQuota: number | null = null;
+  const quota = o.storageQuota;
+  if (quota !== undefined) {
+    try {
+      storageQuota = parseFileSize(quota);
+    } catch {
+      throw new UsageError(`argument --storage-quota: invalid size: '${quota}'`);
+    }
+    if (storageQuota < MIN_STORAGE_QUOTA) {
+      throw new UsageError(`argument --storage-quota: quota is too small (${quota}). At least 10M are required.`);
+    }
+  }
+  let umask = UMASK_DEFAULT;
+  const umaskText = o.umask;
+  if (umaskText !== undefined) {
+    if (!/^[0-7]+$/.test(umaskText) || parseInt(umaskText, 8) > 0o777) {
+      throw new UsageError(`argument --umask: invalid octal value: '${umaskText}'`);
+    }
+    umask = parseInt(umaskText, 8);
+  }
+  let lockWait = 1;
+  const lockWaitText = o.lockWait;
+  if (lockWaitText !== undefined) {
+    if (!/^[+-]?\d+$/.test(lockWaitText.trim())) throw new UsageError(`argument --lock-wait: invalid int value: '${lockWaitText}'`);
+    lockWait = parseInt(lockWaitText, 10);
+  }
+  const settings: ServeSettings = {
+    policy: {
+      restrictToPaths: o.restrictToPath ?? [],
+      restrictToRepositories: o.restrictToRepository ?? [],
+      appendOnly: o.appendOnly ?? false,
+      storageQuota,
+      permissions: resolvePermissions(o.permissions, env.BORG_REPO_PERMISSIONS),
+    },
+    logLevel: o.logLevel ?? "WARNING",
+    debugTopics: o.debugTopic ?? [],
+    lockWait,
+    umask,
+    fromClient: false,
+  };
+  // A forced command (authorized_keys command="burg serve ..."): the client's own command line
+  // may only choose the log level, debug topics and lock wait (borg's Archiver.get_args).
+  const original = env.SSH_ORIGINAL_COMMAND;
+  if (original !== undefined) {
+    const client = clientOverrides(original);
+    if (client !== null) {
+      settings.logLevel = client.logLevel;
+      settings.debugTopics = client.debugTopics;
+      settings.lockWait = client.lockWait;
+      settings.fromClient = true;
+    }
+  }
+  return settings;
+}
+
+/** Home directory of a user by name (for "~user/repo"), through NSS when getent is there. */
+function userHome(name: string): string | null {
+  if (!/^[A-Za-z0-9._][A-Za-z0-9._-]*\$?$/.test(name)) return null;
+  const fromLine = (line: string) => {
+    const f = line.split(":");
+    return f.length >= 7 && f[0] === name ? f[5]! : null;
+  };
+  const r = spawnSync("getent", ["passwd", name], { encoding: "utf8" });
+  if (r.status === 0) return fromLine(r.stdout.trim().split("\n")[0] ?? "");
+  if (r.status === 2) return null; // getent: key not found
+  try {
+    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const home = fromLine(line);
+      if (home !== null) return home;
+    }
+  } catch {
+    // no passwd file: no such user
+  }
+  return null;
+}
+
+export function pathContext(env: Record<string, string | undefined>, cwd: string): PathContext {
+  const home = env.HOME || homedir();
+  return {
+    baseDir: env.BORG_BASE_DIR || env.HOME || (env.USER ? (userHome(env.USER) ?? homedir()) : homedir()),
+    home,
+    cwd,
+    userHome,
+  };
+}
+
+/** borg's sysinfo(): sent with every error so the client can show where it happened. */
+export function sysinfo(env: Record<string, string | undefined>, argv: string[]): string {
+  if ((env.BORG_SHOW_SYSINFO ?? "yes").toLowerCase() === "no") return "";
+  const original = env.SSH_ORIGINAL_COMMAND;
+  return [
+    `Platform: ${type()} ${hostname()} ${release()} ${osVersion()} ${machine()}`,
+    `Burg: ${VERSION} (${COMMIT})  Bun: ${Bun.version}`,
+    `PID: ${process.pid}  CWD: ${process.cwd()}`,
+    `sys.argv: ${JSON.stringify(argv)}`,
+    `SSH_ORIGINAL_COMMAND: ${original === undefined ? "None" : JSON.stringify(original)}`,
+    "",
+  ].join("\n");
+}
+
+export interface ServeIO {
+  env: Record<string, string | undefined>;
+  cwd: string;
+  argv: string[];
+  openRepository: OpenRepository;
+  /** Runs the session; transport/stdio.ts's serveStdio outside of tests. */
+  serve(config: SessionConfig): Promise<number>;
+}
+
+export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<number> {
+  const settings = serveSettings(options, io.env);
+  process.umask(settings.umask);
+  log.json = false;
+  log.setLevel(settings.logLevel);
+  log.topics = new Set(settings.debugTopics.map(normalizeDebugTopic));
+  if (settings.fromClient) log.debug("log level, debug topics and lock wait taken from SSH_ORIGINAL_COMMAND");
+  const info = sysinfo(io.env, io.argv);
+  return io.serve({
+    openRepository: io.openRepository,
+    policy: settings.policy,
+    pathContext: pathContext(io.env, io.cwd),
+    logger: log,
+    defaultLockWait: settings.lockWait,
+    sysinfo: () => info,
+  });
+}
+
+export function register(cli: CAC): void {
+  cli
+    .command("serve", "Serve a repository to a borg 1.x client on stdin/stdout (like `borg serve`)")
+    .usage(
+      "serve [options]\n\n" +
+        "Started by the borg client through ssh (BORG_RSH / --rsh, --remote-path burg), usually from\n" +
+        "an authorized_keys forced command. The client chooses the repository; the options here\n" +
+        "restrict what it may do.\n\n" +
+        "--permissions (or BORG_REPO_PERMISSIONS; the option wins):\n" +
+        "  all         everything is allowed (default)\n" +
+        "  no-delete   read and write; objects committed before the session are never deleted or\n" +
+        "              overwritten, commits never compact, so earlier manifests stay restorable\n" +
+        "  write-only  no-delete, and stored data cannot be read back (only manifest and key)\n" +
+        "  read-only   read only; every write fails\n" +
+        "--append-only keeps borg's meaning: deletes are allowed but only logged in the segment\n" +
+        "files, so an earlier state can be restored by hand; it is not the same as no-delete.\n\n" +
+        "With SSH_ORIGINAL_COMMAND set (ssh forced command), only the log level, --debug-topic and\n" +
+        "--lock-wait are taken from the client's command; VAR=value words in it are ignored.\n\n" +
+        "Exit codes: 0 when the client closed the connection, 2 on errors, 128+N on signal N.",
+    )
+    .option("--restrict-to-path <path>", "restrict repository access to PATH (repeatable; sub-directories included)", {
+      type: [String],
+    })
+    .option("--restrict-to-repository <path>", "restrict repository access to the repository at PATH (repeatable)", {
+      type: [String],
+    })
+    .option("--append-only", "only allow appending to repository segment files (borg's append-only mode)")
+    .option("--storage-quota <quota>", "override the repository's storage quota (e.g. 5G, 1.5T; at least 10M)")
+    .option("--permissions <mode>", "all, no-delete, write-only or read-only (default: $BORG_REPO_PERMISSIONS or all)")
+    .option("--umask <mask>", "set umask to M (octal, default 0077)")
+    .option("--lock-wait <seconds>", "lock wait for clients that send none (borg clients send theirs; default 1)")
+    .option("--critical", "log level CRITICAL")
+    .option("--error", "log level ERROR")
+    .option("--warning", "log level WARNING (default)")
+    .option("--info", "log level INFO")
+    .option("-v, --verbose", "log level INFO")
+    .option("--debug", "log level DEBUG")
+    .option("--debug-topic <topic>", "enable a debug topic, e.g. repository.compaction (repeatable)", { type: [String] })
+    // borg common options a client or an old forced command may pass; they do not apply to serve.
+    .option("--log-json", "(accepted for borg compatibility; serve logs JSON lines after negotiate)")
+    .option("-p, --progress", "(accepted for borg compatibility, no effect)")
+    .option("--iec", "(accepted for borg compatibility, no effect)")
+    .option("--show-rc", "(accepted for borg compatibility, no effect)")
+    .option("--show-version", "(accepted for borg compatibility, no effect)")
+    .option("--bypass-lock", "(accepted for borg compatibility, no effect)")
+    .option("--consider-part-files", "(accepted for borg compatibility, no effect)")
+    .option("--remote-path <path>", "(accepted for borg compatibility, no effect)")
+    .option("--rsh <rsh>", "(accepted for borg compatibility, no effect)")
+    .option("--upload-ratelimit <rate>", "(accepted for borg compatibility, no effect)")
+    .option("--remote-ratelimit <rate>", "(accepted for borg compatibility, no effect)")
+    .option("--upload-buffer <mib>", "(accepted for borg compatibility, no effect)")
+    .option("--remote-buffer <mib>", "(accepted for borg compatibility, no effect)")
+    .option("--debug-profile <file>", "(accepted for borg compatibility, no effect)")
+    .example("  command=\"burg serve --restrict-to-repository /srv/borg/alice --permissions no-delete\",restrict ssh-ed25519 AAAA...")
+    .action(function (this: CAC) {
+      // cac has validated the options; their values are taken from the raw words.
+      return runServe(parseServeArgv(this.rawArgs.slice(2)), {
+        env: process.env,
+        cwd: process.cwd(),
+        argv: process.argv,
+        openRepository,
+        serve: serveStdio,
+      });
+    });
+}
