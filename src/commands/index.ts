@@ -2,10 +2,11 @@
 
 import type { CAC } from "cac";
 import * as check from "./check.ts";
+import * as restoreManifest from "./restore-manifest.ts";
 import * as serve from "./serve.ts";
 
 export interface Command {
   register(cli: CAC): void;
 }
 
-export const COMMANDS: Command[] = [serve, check];
+export const COMMANDS: Command[] = [serve, check, restoreManifest];
