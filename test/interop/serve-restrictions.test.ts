@@ -1,13 +1,16 @@
-// --restrict-to-path / --restrict-to-repository and ssh forced commands, with the real borg
-// client, compared with borg serve: the same refusals (exit code and message), including
-// escapes by "..", symlinks and ~user; and from SSH_ORIGINAL_COMMAND only the log level (and
-// debug topics, lock wait) are taken, never restrictions, permissions or VAR=value words.
+// The operator's options of a forced `burg serve`, with the real borg client and compared with
+// borg serve where borg has them: --restrict-to-path / --restrict-to-repository give the same
+// refusals (exit code and message), including escapes by "..", symlinks and ~user;
+// --storage-quota, --append-only and --umask act as in borg; and from SSH_ORIGINAL_COMMAND only
+// the log level (and debug topics, lock wait) are taken, never restrictions, permissions or
+// VAR=value words.
 
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, symlinkSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { BURG, tempDir } from "../support/env.ts";
 import { forcedSsh, remoteBorg } from "../support/fake-ssh.ts";
+import { repoContents } from "../support/repo-contents.ts";
 
 const TIMEOUT = 300_000;
 
@@ -78,6 +81,88 @@ describe("restrictions through a forced command, burg serve vs borg serve", () =
       expect(inside.code).toBe(2); // read-only from the forced command's environment
       expect(inside.stderr).toContain("Permission denied: creating a repository is not allowed");
       expect(readFileSync(log, "utf8")).not.toContain('"levelname": "DEBUG"');
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "--umask of the forced command sets the repository's file modes (default 0077); the client's is ignored",
+    async () => {
+      const { dir, home } = layout();
+      const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
+      const plain = remoteBorg(home, forcedSsh(dir, `${BURG} serve`, "ssh-default"));
+      expect((await plain.run(["init", "-e", "none", `ssh://fakehost${join(dir, "allowed/r1")}`])).code).toBe(0);
+      expect([mode(join(dir, "allowed/r1")), mode(join(dir, "allowed/r1/config"))]).toEqual(["700", "600"]);
+      const umask = remoteBorg(home, forcedSsh(dir, `${BURG} serve --umask 0027`, "ssh-umask"), `${BURG} --umask 0000`);
+      expect((await umask.run(["init", "-e", "none", `ssh://fakehost${join(dir, "allowed/r2")}`])).code).toBe(0);
+      expect([mode(join(dir, "allowed/r2")), mode(join(dir, "allowed/r2/config"))]).toEqual(["750", "640"]);
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "--storage-quota of the forced command is enforced like borg serve's",
+    async () => {
+      const results: Array<{ code: number; stderr: string }> = [];
+      for (const server of ["borg", BURG]) {
+        const { dir, home } = layout();
+        const data = join(dir, "data");
+        mkdirSync(data);
+        await Bun.write(join(data, "big"), new Uint8Array(15_000_000).map((_, i) => (i * 2654435761) >>> 24));
+        const borg = remoteBorg(home, forcedSsh(dir, `${server} serve --storage-quota 10M`));
+        const url = (a?: string) => `ssh://fakehost${join(dir, "allowed/repo")}${a ? `::${a}` : ""}`;
+        expect((await borg.run(["init", "-e", "none", url()])).code).toBe(0);
+        const r = await borg.run(["create", "-C", "none", url("a"), "data"], { cwd: dir });
+        results.push({ code: r.code, stderr: r.stderr.split("\n").filter((l) => l.includes("quota")).join("\n") });
+      }
+      expect(results[1]).toEqual(results[0]!);
+      expect(results[1]!.code).toBe(2);
+      expect(results[1]!.stderr).toContain("The storage quota (10.00 MB) has been exceeded");
+    },
+    TIMEOUT,
+  );
+
+  test(
+    "--append-only keeps borg's meaning: deletes work, nothing leaves the segments, init is not append-only",
+    async () => {
+      const outcome: unknown[] = [];
+      for (const server of ["borg", BURG]) {
+        const { dir, home } = layout();
+        mkdirSync(join(dir, "data"));
+        await Bun.write(join(dir, "data", "f"), "some data\n".repeat(1000));
+        const borg = remoteBorg(home, forcedSsh(dir, `${server} serve --append-only`));
+        const repo = join(dir, "allowed/repo");
+        const url = (a?: string) => `ssh://fakehost${repo}${a ? `::${a}` : ""}`;
+        const codes: number[] = [];
+        for (const args of [
+          ["init", "-e", "none", url()],
+          ["create", url("a1"), "data"],
+          ["create", url("a2"), "data"],
+        ]) codes.push((await borg.run(args, { cwd: dir })).code);
+        const before = repoContents(repo);
+        for (const args of [
+          ["delete", url("a1")],
+          ["compact", url()],
+          ["list", "--short", url()],
+        ]) codes.push((await borg.run(args, { cwd: dir })).code);
+        const after = repoContents(repo);
+        const kept = new Set(after.puts.map(([i, h]) => `${i}:${h}`));
+        outcome.push({
+          codes,
+          putsKept: before.puts.every(([i, h]) => kept.has(`${i}:${h}`)),
+          fewerIds: after.ids.length < before.ids.length,
+          configAppendOnly: /append_only = 1/.test(readFileSync(join(repo, "config"), "utf8")),
+          transactionsLog: readFileSync(join(repo, "transactions"), "utf8").length > 0,
+        });
+      }
+      expect(outcome[1]).toEqual(outcome[0]);
+      expect(outcome[1]).toEqual({
+        codes: [0, 0, 0, 0, 0, 0],
+        putsKept: true,
+        fewerIds: true,
+        configAppendOnly: false,
+        transactionsLog: true,
+      });
     },
     TIMEOUT,
   );
