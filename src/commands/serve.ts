@@ -50,8 +50,6 @@ export interface ServeSettings {
   /** Seconds; used for an open() without lock_wait (borg clients always send one). */
   lockWait: number;
   umask: number;
-  /** The allowlisted options came from the client's SSH_ORIGINAL_COMMAND. */
-  fromClient: boolean;
 }
 
 const UMASK_DEFAULT = 0o077;
@@ -154,7 +152,6 @@ export function serveSettings(o: ServeCliOptions, env: Record<string, string | u
     debugTopics: o.debugTopic ?? [],
     lockWait,
     umask,
-    fromClient: false,
   };
   // A forced command (authorized_keys command="burg serve ..."): the client's own command line
   // may only choose the log level, debug topics and lock wait (borg's Archiver.get_args).
@@ -165,7 +162,6 @@ export function serveSettings(o: ServeCliOptions, env: Record<string, string | u
       settings.logLevel = client.logLevel;
       settings.debugTopics = client.debugTopics;
       settings.lockWait = client.lockWait;
-      settings.fromClient = true;
     }
   }
   return settings;
@@ -231,7 +227,6 @@ export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<n
   log.json = false;
   log.setLevel(settings.logLevel);
   log.topics = new Set(settings.debugTopics.map(normalizeDebugTopic));
-  if (settings.fromClient) log.debug("log level, debug topics and lock wait taken from SSH_ORIGINAL_COMMAND");
   const info = sysinfo(io.env, io.argv);
   return io.serve({
     openRepository: io.openRepository,
