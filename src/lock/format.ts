@@ -11,8 +11,6 @@
 //                                        plus burg's records under the key "burg" (borg loads the
 //                                        whole object and dumps it back, so it keeps that key).
 
-import { basename } from "node:path";
-
 export const EXCLUSIVE_SUFFIX = ".exclusive";
 export const ROSTER_SUFFIX = ".roster";
 /** Key in lock.roster under which burg keeps LockRecords of roster entries (borg ignores it). */
@@ -53,12 +51,6 @@ export function parseUniqueName(name: string): ProcessId | null {
   const thread = Number.parseInt(threadText, 16);
   if (!Number.isSafeInteger(pid) || !Number.isSafeInteger(thread)) return null;
   return [host, pid, thread];
-}
-
-/** Is this directory entry one of the staging directories of ExclusiveLock.acquire? */
-export function isStagingName(name: string, lockBase: string): boolean {
-  const prefix = basename(lockBase) + EXCLUSIVE_SUFFIX + ".";
-  return name.startsWith(prefix) && name.endsWith(".tmp");
 }
 
 /**
