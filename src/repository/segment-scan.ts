@@ -29,9 +29,14 @@ import type { SegmentEntry } from "./segments.ts";
 
 const crc32 = Bun.hash.crc32;
 
-/** Read size and reads in flight; measured with bench/check.ts (4 MiB x 4 beat 16 MiB x 2 cold and warm). */
+/**
+ * Read size and reads in flight (measured with bench/check.ts and by hand, see bench/README.md).
+ * One 4 MiB read in flight while the previous chunk is checked was best cold and as good as any
+ * warm: several concurrent reads of one file defeat the kernel's readahead (cold throughput
+ * dropped by a third), and chunks much larger than the CPU caches make the CRC pass slower.
+ */
 export const DEFAULT_CHUNK_SIZE = 4 << 20;
-export const DEFAULT_READ_DEPTH = 4;
+export const DEFAULT_READ_DEPTH = 1;
 /** Files up to this size are read synchronously when scheduled: a thread-pool round trip costs more. */
 const SMALL_FILE = 64 * 1024;
 

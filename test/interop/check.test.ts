@@ -9,7 +9,7 @@ import { existsSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "nod
 import { join } from "node:path";
 import { TAG_COMMIT, TAG_DELETE, TAG_PUT } from "../../src/repository/format.ts";
 import { readConfig } from "../../src/repository/config.ts";
-import { borgPython } from "../support/borg-python.ts";
+import { BORG_PYTHON, borgPython } from "../support/borg-python.ts";
 import { makeSourceTree } from "../support/data.ts";
 import {
   appendBytes,
@@ -24,7 +24,11 @@ import {
   zeroRange,
   type SegmentInfo,
 } from "../support/damage.ts";
-import { borgEnv, requireBorg, requireBurg, run, runAsync, tempDir, type RunResult } from "../support/env.ts";
+import { BURG, borgEnv, requireBorg, requireBurg, run, runAsync, tempDir, type RunResult } from "../support/env.ts";
+import { fakeSsh, remoteBorg } from "../support/fake-ssh.ts";
+
+/** Per test: several borg runs each, on a machine that may be busy. */
+const TIMEOUT = 120_000;
 
 let home = "";
 let base = "";
@@ -51,10 +55,7 @@ function borgOk(args: string[]): void {
   if (r.code !== 0) throw new Error(`borg ${args.join(" ")} failed (${r.code}):\n${r.stderr}`);
 }
 
-/** Object ids of each repository as borg's own Repository.list() sees them. */
-function borgObjectIds(...repos: string[]): Map<string, string[]> {
-  const out = borgPython(
-    `
+const LIST_IDS = `
 import sys, json
 from borg.logger import setup_logging
 setup_logging(level="error")
@@ -72,10 +73,30 @@ for path in sys.argv[1:]:
             marker = page[-1]
     res[path] = sorted(i.hex() for i in ids)
 print(json.dumps(res))
-`,
-    repos,
-  );
-  return new Map(Object.entries(JSON.parse(out) as Record<string, string[]>));
+`;
+
+/** Object ids of each repository as borg's own Repository.list() sees them (async: cases run side by side). */
+async function borgObjectIds(...repos: string[]): Promise<Map<string, string[]>> {
+  requireBorg();
+  const r = await runAsync([BORG_PYTHON, "-c", LIST_IDS, ...repos], { env: borgEnv(home) });
+  if (r.code !== 0) throw new Error(`listing object ids with borg's Repository failed:\n${r.stderr}`);
+  return new Map(Object.entries(JSON.parse(r.stdout) as Record<string, string[]>));
+}
+
+/** At most `n` cases at a time: each runs several borg processes, and CI has two cores. */
+function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return async (fn) => {
+    while (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    active++;
+    try {
+      return await fn();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
 }
 
 function layout(repo: string): SegmentInfo[] {
@@ -226,7 +247,7 @@ beforeAll(() => {
   borgOk(["create", `${base}::a3`, src]);
   // DELETE entries stay in the segments until compaction
   borgOk(["delete", `${base}::a2`]);
-});
+}, 120_000);
 
 describe("burg check agrees with borg check --repository-only", () => {
   test("the base repository has the structure the cases need", () => {
@@ -235,58 +256,93 @@ describe("burg check agrees with borg check --repository-only", () => {
     expect(l.some((s) => s.entries.some((e) => e.tag === TAG_DELETE))).toBe(true);
     expect(l.some((s) => s.entries.length > 20)).toBe(true);
     expect(l[l.length - 1]!.entries.at(-1)!.tag).toBe(TAG_COMMIT);
-  });
+  }, TIMEOUT);
 
+  const slot = limiter(3);
   for (const [name, damage] of CASES) {
-    test(name, async () => {
-      const dir = tempDir("burg-check-case-");
-      try {
-        await damageCase(dir, name, damage);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
-    });
+    test.concurrent(name, () =>
+      slot(async () => {
+        const dir = tempDir("burg-check-case-");
+        try {
+          await damageCase(dir, name, damage);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }), TIMEOUT);
   }
 });
 
+/** One damage case on four copies: check by both, repair by both, then compare. */
 async function damageCase(dir: string, name: string, damage: (repo: string) => void): Promise<void> {
-  {
-    {
-      const copies = ["burg", "borg", "burg-repair", "borg-repair"].map((n) => {
-        const p = copyRepo(base, join(dir, n));
-        damage(p);
-        return p;
-      });
-      const [burgCopy, borgCopy, burgRepair, borgRepair] = copies as [string, string, string, string];
-      const [burgCheck, borgCheck] = await Promise.all([
-        burgRun(["check", burgCopy]),
-        borgRun(["check", "--repository-only", borgCopy]),
-      ]);
-      expect(borgCheck.code).toBeLessThan(2);
-      expect({ exit: burgCheck.code, stderr: burgCheck.stderr.split("\n").slice(0, 5) }).toMatchObject({
-        exit: borgCheck.code,
-      });
-      if (name === "intact") expect(burgCheck.code).toBe(0);
+  const copies = ["burg", "borg", "burg-repair", "borg-repair"].map((n) => {
+    const p = copyRepo(base, join(dir, n));
+    damage(p);
+    return p;
+  });
+  const [burgCopy, borgCopy, burgRepair, borgRepair] = copies as [string, string, string, string];
+  const [burgCheck, borgCheck] = await Promise.all([
+    burgRun(["check", burgCopy]),
+    borgRun(["check", "--repository-only", borgCopy]),
+  ]);
+  expect(borgCheck.code).toBeLessThan(2);
+  expect({ exit: burgCheck.code, stderr: burgCheck.stderr.split("\n").slice(0, 5) }).toMatchObject({
+    exit: borgCheck.code,
+  });
+  if (name === "intact") expect(burgCheck.code).toBe(0);
 
-      const [burgFix, borgFix] = await Promise.all([
-        burgRun(["check", "--repair", burgRepair]),
-        borgRun(["check", "--repository-only", "--repair", borgRepair]),
-      ]);
-      expect(borgFix.code).toBe(0);
-      expect({ exit: burgFix.code, stderr: burgFix.stderr }).toMatchObject({ exit: 0 });
+  const [burgFix, borgFix] = await Promise.all([
+    burgRun(["check", "--repair", burgRepair]),
+    borgRun(["check", "--repository-only", "--repair", borgRepair]),
+  ]);
+  expect(borgFix.code).toBe(0);
+  expect({ exit: burgFix.code, stderr: burgFix.stderr }).toMatchObject({ exit: 0 });
 
-      // burg's own verdict on its repair, then plain borg's
-      const again = await burgRun(["check", burgRepair]);
-      expect({ exit: again.code, stderr: again.stderr }).toMatchObject({ exit: 0 });
-      const borgAfter = await borgRun(["check", "--repository-only", burgRepair]);
-      expect({ exit: borgAfter.code, stderr: borgAfter.stderr }).toMatchObject({ exit: 0 });
+  // burg's own verdict on its repair, then plain borg's
+  const again = await burgRun(["check", burgRepair]);
+  expect({ exit: again.code, stderr: again.stderr }).toMatchObject({ exit: 0 });
+  const borgAfter = await borgRun(["check", "--repository-only", burgRepair]);
+  expect({ exit: borgAfter.code, stderr: borgAfter.stderr }).toMatchObject({ exit: 0 });
 
-      const ids = borgObjectIds(burgRepair, borgRepair);
-      expect(ids.get(burgRepair)!.length).toBeGreaterThan(0);
-      expect(ids.get(burgRepair)).toEqual(ids.get(borgRepair)!);
-    }
-  }
+  const ids = await borgObjectIds(burgRepair, borgRepair);
+  expect(ids.get(burgRepair)!.length).toBeGreaterThan(0);
+  expect(ids.get(burgRepair)).toEqual(ids.get(borgRepair)!);
 }
+
+describe("borg check --repository-only through burg serve (the RPC path)", () => {
+  /** stderr with the repository path replaced and index mismatch lines (hash-table order) sorted. */
+  function normalise(stderr: string, repo: string): string[] {
+    const lines = stderr.split(repo).join("<REPO>").split("\n").filter(Boolean);
+    return [...lines.filter((l) => !l.startsWith("ID: ")), ...lines.filter((l) => l.startsWith("ID: ")).sort()];
+  }
+
+  const cases: Array<[string, (repo: string) => void, boolean]> = [
+    ["intact", () => {}, false],
+    ["data bit flip", CASES.find((c) => c[0] === "data bit flip")![1], false],
+    ["data bit flip, repair", CASES.find((c) => c[0] === "data bit flip")![1], true],
+    ["index bit flip", CASES.find((c) => c[0] === "index bit flip")![1], false],
+    ["lost last commit", CASES.find((c) => c[0].startsWith("lost last commit"))![1], false],
+  ];
+  for (const [name, damage, repair] of cases) {
+    test(name, async () => {
+      const dir = tempDir("burg-check-rpc-");
+      const rsh = fakeSsh(dir);
+      const ours = copyRepo(base, join(dir, "burg"));
+      const theirs = copyRepo(base, join(dir, "borg"));
+      damage(ours);
+      damage(theirs);
+      const args = ["check", "--repository-only", "-v", ...(repair ? ["--repair"] : [])];
+      // The reference is local borg: borg serve itself drops log lines when there are many.
+      const viaBurg = remoteBorg(home, rsh, BURG);
+      const b = await borgRun([...args, theirs]);
+      const o = await viaBurg.run([...args, viaBurg.url(ours)]);
+      expect(o.code).toBe(b.code);
+      const remote = o.stderr.replace(/^Remote: /gm, "");
+      expect(normalise(remote, ours)).toEqual(normalise(b.stderr, theirs));
+      expect(o.stderr).toContain("Remote: Starting repository check");
+      if (repair) expect((await borgRun(["check", "--repository-only", ours])).code).toBe(0);
+    }, TIMEOUT);
+  }
+});
 
 describe("burg check --json", () => {
   test("a damaged repository: verdict, counts and findings with segment and offset", async () => {
@@ -343,7 +399,7 @@ describe("burg check --json", () => {
     const recovered = rf.findings.find((f: { kind: string }) => f.kind === "segment-recovered");
     expect(recovered).toMatchObject({ severity: "info", segment: s.segment, offset: e.offset, repaired: true });
     expect(recovered.message).toContain(`dropped ${e.size} damaged bytes`);
-  });
+  }, TIMEOUT);
 
   test("an intact repository, a cache-file warning, and a repository that does not exist", async () => {
     const dir = tempDir("burg-check-json-");
@@ -366,7 +422,7 @@ describe("burg check --json", () => {
     });
     expect(missing).toMatchObject({ verdict: "failed", exit_code: 2, findings: [] });
     expect(missing.error).toContain("does not exist");
-  });
+  }, TIMEOUT);
 });
 
 describe("partial checks (--max-duration)", () => {
@@ -414,7 +470,7 @@ with Repository(sys.argv[1], exclusive=True) as r:
     expect(r2.segments.checked).toBe(segs.filter((s) => s > stopped).length);
     expect(r2.last_segment_checked).toBeNull();
     expect(readConfig(repo).get("repository", "last_segment_checked")).toBeUndefined();
-  });
+  }, TIMEOUT);
 
   test("a partial check sees damage only in the segments it checks", async () => {
     const dir = tempDir("burg-check-partial-");
@@ -436,13 +492,13 @@ with Repository(sys.argv[1], exclusive=True) as r:
     expect(r.stderr).toContain("Finished partial repository check, errors found.");
     const b = await borgRun(["check", "--repository-only", "--max-duration", "3600", repo]);
     expect(b.code).toBe(1);
-  });
+  }, TIMEOUT);
 
   test("--repair and --max-duration do not go together", async () => {
     const r = await burgRun(["check", "--repair", "--max-duration", "10", base]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("--repair does not allow --max-duration argument.");
-  });
+  }, TIMEOUT);
 });
 
 describe("progress, lock, confirmation", () => {
@@ -461,7 +517,7 @@ describe("progress, lock, confirmation", () => {
     // without --progress and without a terminal: quiet
     const quiet = await burgRun(["check", repo]);
     expect(quiet.stderr).toBe("");
-  });
+  }, TIMEOUT);
 
   test("a locked repository: exit 2 after --lock-wait", async () => {
     const dir = tempDir("burg-check-lock-");
@@ -481,7 +537,7 @@ describe("progress, lock, confirmation", () => {
       holder.kill("SIGTERM");
       await holder.exited;
     }
-  });
+  }, TIMEOUT);
 
   test("--repair asks for confirmation like borg", async () => {
     const dir = tempDir("burg-check-confirm-");
@@ -494,5 +550,5 @@ describe("progress, lock, confirmation", () => {
     const none = await runAsync([requireBurg(), "check", "--repair", repo], { env });
     expect(none.code).toBe(2);
     expect(none.stderr).toContain("BORG_CHECK_I_KNOW_WHAT_I_AM_DOING=YES");
-  });
+  }, TIMEOUT);
 });

@@ -22,6 +22,9 @@ import {
 import { borgEnv, requireBorg, run, tempDir } from "../../support/env.ts";
 import { unlinkSync } from "node:fs";
 
+/** Per test: several borg runs each, on a machine that may be busy. */
+const TIMEOUT = 120_000;
+
 let home = "";
 let base = "";
 
@@ -40,7 +43,7 @@ beforeAll(() => {
     const r = run([requireBorg(), ...args], { env: borgEnv(home) });
     if (r.code !== 0) throw new Error(`borg ${args.join(" ")}: ${r.stderr}`);
   }
-});
+}, 120_000);
 
 const saved = { json: log.json, level: log.level, sink: log.sink };
 afterEach(() => {
@@ -129,7 +132,7 @@ describe("runCheck says and returns what borg's Repository.check does", () => {
         const o = await burgCheck(ours, repair, 0);
         expect(o.ok).toBe(b.ok);
         expect(normalise(o.log)).toEqual(normalise(b.log));
-      });
+      }, TIMEOUT);
     }
   }
 
@@ -141,7 +144,7 @@ describe("runCheck says and returns what borg's Repository.check does", () => {
     const o = await burgCheck(ours, false, 3600);
     expect(o).toEqual(b);
     expect(o.log.map((l) => l[1])).toContain("Finished partial repository check, no problems found.");
-  });
+  }, TIMEOUT);
 });
 
 describe("checkRepository reports", () => {
@@ -176,5 +179,5 @@ describe("checkRepository reports", () => {
     } finally {
       r.close();
     }
-  });
+  }, TIMEOUT);
 });
