@@ -2,16 +2,18 @@
 // live borg's lock of this host without --force, breaks a dead one's, breaks another host's, and
 // `--show` without a repository prints the host ID.
 
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { borgEnv, requireBorg, requireBurg, run, runAsync, tempDir } from "../support/env.ts";
-import { borgInit, borgWithLock } from "../support/locks.ts";
+import { borgEnv, requireBorg, requireBurg, run, runAsync } from "../support/env.ts";
+import { borgInit, borgWithLock, cleanupLockTests, lockTempDir } from "../support/locks.ts";
+
+afterAll(cleanupLockTests);
 
 const HOST = "burg-interop-break@4";
 
 function setup(): { home: string; repo: string } {
-  const home = tempDir("burg-interop-break-");
+  const home = lockTempDir("burg-interop-break-");
   const repo = join(home, "repo");
   borgInit(repo, home);
   return { home, repo };
@@ -38,7 +40,7 @@ async function killBorg(proc: { pid: number; kill(sig?: number | NodeJS.Signals)
 
 describe("burg break-lock (dist/burg)", () => {
   test("--show without a repository prints the host ID", () => {
-    const home = tempDir();
+    const home = lockTempDir();
     const r = run([requireBurg(), "break-lock", "--show"], { env: burgEnv(home, { BORG_HOST_ID: HOST }) });
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(HOST + "\n");

@@ -9,8 +9,10 @@ import { LockTimeout } from "../../src/errors.ts";
 import { uniqueName } from "../../src/lock/format.ts";
 import { resetHostIdCache } from "../../src/lock/host-id.ts";
 import { RepositoryLock, releaseAllLocks } from "../../src/lock/lock.ts";
-import { borgEnv, requireBorg, run, runAsync, tempDir } from "../support/env.ts";
-import { borgInit, borgWithLock, burgHolder, captureLog } from "../support/locks.ts";
+import { borgEnv, requireBorg, run, runAsync } from "../support/env.ts";
+import { borgInit, borgWithLock, burgHolder, captureLog, cleanupLockTests, lockTempDir } from "../support/locks.ts";
+
+afterAll(cleanupLockTests);
 
 const HOST = "burg-interop-lock@3";
 let saved: string | undefined;
@@ -29,7 +31,7 @@ afterAll(() => {
 });
 
 function setup(): { home: string; repo: string; env: Record<string, string> } {
-  const home = tempDir("burg-interop-lock-");
+  const home = lockTempDir("burg-interop-lock-");
   const repo = join(home, "repo");
   borgInit(repo, home);
   return { home, repo, env: borgEnv(home, { BORG_HOST_ID: HOST }) };

@@ -1,9 +1,13 @@
 // Helpers for lock tests: processes that hold locks (burg's lock-holder.ts, `borg with-lock`),
-// live and dead PIDs, borg's own locking code run through Python, and a log capture. Every
-// process started here is killed after the test file, also when a test fails.
+// live and dead PIDs, borg's own locking code run through Python, and a log capture.
+//
+// Every process started here, and every directory made by lockTempDir(), goes away in
+// cleanupLockTests(), which each test file using these helpers registers with afterAll: a hook
+// registered in this module would only run for the first test file that imports it, since Bun
+// evaluates it once per run. Process exit is the safety net.
 
-import { afterAll } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { log } from "../../src/util/log.ts";
@@ -13,14 +17,27 @@ import { ROOT, borgEnv, requireBorg, run } from "./env.ts";
 
 const children = new Set<Subprocess>();
 
-afterAll(() => {
+const dirs: string[] = [];
+
+/** A fresh temporary directory, removed by cleanupLockTests(). */
+export function lockTempDir(prefix = "burg-lock-"): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+}
+
+/** Kill every process these helpers started that still runs, and remove the temp dirs. */
+export function cleanupLockTests(): void {
   for (const p of children) {
     try {
       p.kill("SIGKILL");
     } catch {}
   }
   children.clear();
-});
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
+process.on("exit", cleanupLockTests);
 
 function track<T extends Subprocess>(p: T): T {
   children.add(p);

@@ -12,8 +12,9 @@ import type { ProcessId } from "../../../src/lock/format.ts";
 import { resetHostIdCache } from "../../../src/lock/host-id.ts";
 import { processStartTicks } from "../../../src/lock/liveness.ts";
 import { RepositoryLock, releaseAllLocks } from "../../../src/lock/lock.ts";
-import { tempDir } from "../../support/env.ts";
-import { deadPid, liveProcess } from "../../support/locks.ts";
+import { cleanupLockTests, deadPid, liveProcess, lockTempDir } from "../../support/locks.ts";
+
+afterAll(cleanupLockTests);
 
 const HOST = "burg-unit-break@1";
 let saved: string | undefined;
@@ -42,7 +43,7 @@ function call(opts: Partial<BreakLockOptions>) {
 }
 
 function fakeRepo(): string {
-  const dir = tempDir("burg-break-");
+  const dir = lockTempDir("burg-break-");
   writeFileSync(join(dir, "config"), "[repository]\n");
   return dir;
 }
@@ -152,7 +153,7 @@ describe("burg break-lock", () => {
   test("missing repositories and non-repositories are errors; the others are still handled", () => {
     const dir = fakeRepo();
     plant(dir, ["elsewhere@9", 1, 0]);
-    const notRepo = tempDir();
+    const notRepo = lockTempDir();
     const r = call({ repos: [join(notRepo, "missing"), notRepo, dir] });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`Repository ${join(notRepo, "missing")} does not exist.`);

@@ -2,7 +2,7 @@
 // borg's kill_stale_lock parses them, and the files a borg Lock leaves on disk (produced at run
 // time by the installed borg's locking.py) compared with what burg leaves.
 
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -17,8 +17,9 @@ import {
 } from "../../../src/lock/format.ts";
 import type { ProcessId } from "../../../src/lock/format.ts";
 import { RepositoryLock } from "../../../src/lock/lock.ts";
-import { tempDir } from "../../support/env.ts";
-import { borgPy } from "../../support/locks.ts";
+import { borgPy, cleanupLockTests, lockTempDir } from "../../support/locks.ts";
+
+afterAll(cleanupLockTests);
 
 describe("pythonJsonDumps", () => {
   test("writes what Python's json.dumps writes", () => {
@@ -138,8 +139,8 @@ l.release(); state()
   }
 
   test("burg leaves the same files as borg through exclusive, downgrade, upgrade, release, shared", async () => {
-    const borgDir = tempDir();
-    const burgDir = tempDir();
+    const borgDir = lockTempDir();
+    const burgDir = lockTempDir();
     const expected = borgLockSteps(borgDir);
     const got: string[] = [];
     const l = await new RepositoryLock(burgDir, { exclusive: true, timeout: 1, id: ID }).acquire();

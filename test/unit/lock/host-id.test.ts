@@ -1,7 +1,7 @@
 // The static host ID: BORG_HOST_ID first, else derived from the machine id (never a MAC
 // address), else generated once and kept in burg's config dir, created atomically.
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -13,13 +13,15 @@ import {
   resolveHostId,
   shortHostname,
 } from "../../../src/lock/host-id.ts";
-import { ROOT, tempDir } from "../../support/env.ts";
-import { borgPy, captureLog } from "../../support/locks.ts";
+import { ROOT } from "../../support/env.ts";
+import { borgPy, captureLog, cleanupLockTests, lockTempDir } from "../../support/locks.ts";
+
+afterAll(cleanupLockTests);
 
 const MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4";
 
 function machineIdFile(content: string): string {
-  const p = join(tempDir(), "machine-id");
+  const p = join(lockTempDir(), "machine-id");
   writeFileSync(p, content);
   return p;
 }
@@ -34,7 +36,7 @@ describe("host ID", () => {
 
   test("is derived from the machine id in borg's host@number shape, without the machine id or a MAC", () => {
     const path = machineIdFile(MACHINE_ID + "\n");
-    const cfg = tempDir();
+    const cfg = lockTempDir();
     const a = resolveHostId({ env: { BURG_CONFIG_DIR: cfg }, machineIdPaths: [path], hostname: "box" });
     const b = resolveHostId({ env: { BURG_CONFIG_DIR: cfg }, machineIdPaths: [path], hostname: "box" });
     expect(a.origin).toBe("machine-id");
@@ -53,14 +55,14 @@ describe("host ID", () => {
 
   test("empty or uninitialized machine ids do not count", () => {
     for (const content of ["", "uninitialized\n", "0".repeat(32) + "\n", "xyz"]) {
-      const cfg = tempDir();
+      const cfg = lockTempDir();
       const r = resolveHostId({ env: { BURG_CONFIG_DIR: cfg }, machineIdPaths: [machineIdFile(content)], hostname: "c" });
       expect(r.origin).toBe("generated");
     }
   });
 
   test("without a machine id it is generated once, stored in the config dir and reused", () => {
-    const cfg = join(tempDir(), "nested", "burg");
+    const cfg = join(lockTempDir(), "nested", "burg");
     const env = { BURG_CONFIG_DIR: cfg };
     const first = resolveHostId({ env, machineIdPaths: ["/nonexistent/machine-id"], hostname: "ctr" });
     expect(first.origin).toBe("generated");
@@ -74,11 +76,11 @@ describe("host ID", () => {
   });
 
   test("processes racing to create it all end up with one ID", async () => {
-    const cfg = join(tempDir(), "race");
+    const cfg = join(lockTempDir(), "race");
     const script = `
       import { resolveHostId } from ${JSON.stringify(join(ROOT, "src/lock/host-id.ts"))};
       console.log(resolveHostId({ machineIdPaths: [] }).id);`;
-    const file = join(tempDir(), "race.ts");
+    const file = join(lockTempDir(), "race.ts");
     writeFileSync(file, script);
     const procs = Array.from({ length: 8 }, () =>
       Bun.spawn([process.execPath, file], {
@@ -108,7 +110,7 @@ describe("host ID", () => {
   });
 
   test("an invalid stored ID is not used", () => {
-    const cfg = tempDir();
+    const cfg = lockTempDir();
     writeFileSync(join(cfg, "host-id"), "bad/id\n");
     const cap = captureLog();
     try {

@@ -2,7 +2,7 @@
 // burg's records refuting a reused PID (start time) or a reboot (boot id), except when the PID
 // now runs borg, which may have adopted the lock.
 
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import type { LockRecord, ProcessId } from "../../../src/lock/format.ts";
 import {
   bootId,
@@ -15,8 +15,9 @@ import {
 } from "../../../src/lock/liveness.ts";
 import { chmodSync, copyFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { tempDir } from "../../support/env.ts";
-import { deadPid, liveProcess } from "../../support/locks.ts";
+import { cleanupLockTests, deadPid, liveProcess, lockTempDir } from "../../support/locks.ts";
+
+afterAll(cleanupLockTests);
 
 /** Wait until process `pid` has exec'd into a command line starting with `argv0`. */
 async function execed(pid: number, argv0: string): Promise<void> {
@@ -60,7 +61,7 @@ describe("process facts", () => {
   });
 
   test("the start tick field is found even when the command name has spaces and parentheses", async () => {
-    const exe = join(tempDir(), "a) (b c");
+    const exe = join(lockTempDir(), "a) (b c");
     copyFileSync("/bin/sleep", exe);
     chmodSync(exe, 0o755);
     const p = liveProcess([exe, "600"]);

@@ -11,8 +11,9 @@ import type { LockRecord, ProcessId } from "../../../src/lock/format.ts";
 import { resetHostIdCache } from "../../../src/lock/host-id.ts";
 import { bootId, processStartTicks } from "../../../src/lock/liveness.ts";
 import { RepositoryLock, heldLockCount, releaseAllLocks } from "../../../src/lock/lock.ts";
-import { tempDir } from "../../support/env.ts";
-import { captureLog, deadPid, liveProcess } from "../../support/locks.ts";
+import { captureLog, cleanupLockTests, deadPid, liveProcess, lockTempDir } from "../../support/locks.ts";
+
+afterAll(cleanupLockTests);
 
 const HOST = "burg-unit-lock@1";
 const OTHER = "some-other-host@2";
@@ -34,7 +35,7 @@ afterAll(() => {
 afterEach(() => releaseAllLocks());
 
 function repo(): string {
-  return tempDir("burg-lock-");
+  return lockTempDir("burg-lock-");
 }
 
 function roster(dir: string): Record<string, unknown> | null {
