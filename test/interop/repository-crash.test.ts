@@ -15,6 +15,17 @@ import { prng } from "../support/data.ts";
 const TRIALS = Number(process.env.BURG_CRASH_TRIALS ?? 200);
 const BUN = process.execPath;
 
+async function waitForReady(stdout: ReadableStream<Uint8Array>): Promise<void> {
+  const reader = stdout.getReader();
+  let text = "";
+  while (!text.includes("ready\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("worker exited before it was ready");
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+}
+
 function lastLogged(logFile: string): number {
   if (!existsSync(logFile)) return 0;
   const lines = readFileSync(logFile, "utf8").split("\n").filter(Boolean);
@@ -61,10 +72,13 @@ describe("crash safety", () => {
       for (let trial = 0; trial < TRIALS; trial++) {
         const worker = Bun.spawn(
           [BUN, join(ROOT, "test/support/engine-workload.ts"), repoPath, logFile, String(committed + 1)],
-          { stdout: "ignore", stderr: "pipe" },
+          { stdout: "pipe", stderr: "pipe" },
         );
-        // kill somewhere in the first few transactions of this worker (start-up takes ~100ms, a transaction ~60ms)
-        await Bun.sleep(80 + Math.floor(rand() * 370));
+        // kill somewhere in the first few transactions of this worker (a transaction takes
+        // ~60ms on an idle machine), counted from the end of its start-up so that a loaded
+        // machine does not turn every trial into a kill during start-up
+        await waitForReady(worker.stdout);
+        await Bun.sleep(Math.floor(rand() * 300));
         worker.kill("SIGKILL");
         await worker.exited;
         const logged = lastLogged(logFile);

@@ -4,8 +4,9 @@
 // repository after k committed transactions, so a test can kill a worker anywhere and check
 // that the reopened repository equals a committed state.
 //
-// Run as a script: bun test/support/engine-workload.ts REPO LOGFILE — it appends "k\n" to
-// LOGFILE after commit k returned, forever, until killed.
+// Run as a script: bun test/support/engine-workload.ts REPO LOGFILE [FIRST_K] — it prints
+// "ready" once loaded, then appends "k\n" to LOGFILE after commit k returned, forever, until
+// killed.
 
 import { appendFileSync } from "node:fs";
 import { createHash } from "node:crypto";
@@ -63,6 +64,8 @@ if (import.meta.main) {
   const { Repository } = await import("../../src/repository/repository.ts");
   const [repoPath, logFile] = process.argv.slice(2);
   const start = Number(process.argv[4] ?? "1");
+  // tell the test we are past start-up, so its random kill point falls into the real work
+  process.stdout.write("ready\n");
   for (let k = start; ; k++) {
     const repo = await Repository.open(repoPath!, { exclusive: true, lockWait: 10 });
     try {

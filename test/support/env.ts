@@ -67,7 +67,7 @@ export function run(cmd: string[], opts: { env?: Record<string, string>; cwd?: s
   const r = Bun.spawnSync(cmd, {
     env: opts.env ?? (process.env as Record<string, string>),
     cwd: opts.cwd,
-    stdin: opts.input === undefined ? "ignore" : new Blob([opts.input as BlobPart]),
+    stdin: opts.input === undefined ? "ignore" : new Blob([opts.input]),
     stdout: "pipe",
     stderr: "pipe",
   });
@@ -82,7 +82,7 @@ export async function runAsync(
   const p = Bun.spawn(cmd, {
     env: opts.env ?? (process.env as Record<string, string>),
     cwd: opts.cwd,
-    stdin: opts.input === undefined ? "ignore" : new Blob([opts.input as BlobPart]),
+    stdin: opts.input === undefined ? "ignore" : new Blob([opts.input]),
     stdout: "pipe",
     stderr: "pipe",
   });
