@@ -1,7 +1,13 @@
 // `burg serve` on stdin/stdout, as sshd (or any BORG_RSH wrapper) runs it: one session per
 // process. stdout carries the protocol and nothing else, so console output is sent to stderr
-// for the whole process. SIGTERM, SIGHUP and SIGINT end the session (rolled back and closed,
-// locks released) with exit code 128 + signal number, like borg.
+// for the whole process. SIGTERM and SIGHUP end the session (rolled back and closed, locks
+// released) with exit code 128 + signal number, like borg.
+//
+// SIGINT is ignored unless stdin is a terminal: the borg client starts its server with SIGINT
+// ignored (remote.py: preexec_fn=ignore_sigint) so that a Ctrl-C, which reaches a local
+// BORG_RSH wrapper's whole process group, leaves the server alive for the checkpoint the
+// client then writes. Python's borg serve inherits that; Bun resets signal dispositions, so we
+// ignore it ourselves. Typed at a terminal, Ctrl-C ends the session.
 
 import { releaseAllLocks } from "../lock/lock.ts";
 import { Session, type SessionConfig } from "../rpc/session.ts";
@@ -10,7 +16,6 @@ import { nodeSessionStream } from "./node-stream.ts";
 const SIGNALS: Array<[NodeJS.Signals, number]> = [
   ["SIGTERM", 15],
   ["SIGHUP", 1],
-  ["SIGINT", 2],
 ];
 
 /** Keep anything printed with console.* off the protocol stream. */
@@ -32,7 +37,10 @@ export async function serveStdio(config: SessionConfig): Promise<number> {
   protectStdout();
   const session = new Session(config);
   let signalExit: number | null = null;
-  const handlers = SIGNALS.map(([name, num]) => {
+  const signals: Array<[NodeJS.Signals, number]> = process.stdin.isTTY ? [...SIGNALS, ["SIGINT", 2]] : SIGNALS;
+  const ignoreInterrupt = () => config.logger.debug("SIGINT ignored (the borg client handles Ctrl-C)");
+  if (!process.stdin.isTTY) process.on("SIGINT", ignoreInterrupt);
+  const handlers = signals.map(([name, num]) => {
     const handler = () => {
       if (signalExit === null) signalExit = 128 + num;
       session.abort(`received ${name}`);
@@ -46,5 +54,6 @@ export async function serveStdio(config: SessionConfig): Promise<number> {
   } finally {
     releaseAllLocks();
     for (const [name, handler] of handlers) process.off(name, handler);
+    process.off("SIGINT", ignoreInterrupt);
   }
 }

@@ -193,6 +193,23 @@ describe("bad input and interruptions", () => {
   }
 
   test(
+    "SIGINT is ignored (the borg client starts its server so; Ctrl-C is the client's to handle)",
+    async () => {
+      const { repo, env } = newRepo();
+      const p = burg(env);
+      await openSession(p, repo);
+      p.proc.kill("SIGINT");
+      p.sendMessages(rpc(3, "put", { id: objId(8), data: ascii("after SIGINT") }), rpc(4, "commit", { compact: false }));
+      await p.waitForReplies(4);
+      expect(field(p.replies[3], "exception_class")).toBeUndefined();
+      p.end();
+      expect((await p.finished).code).toBe(0);
+      expect(repoContents(repo).ids).toContain(hex(objId(8)));
+    },
+    TIMEOUT,
+  );
+
+  test(
     "the client goes away (end of input) in the middle of a transaction: rolled back, exit 0",
     async () => {
       const { repo, env } = newRepo();
