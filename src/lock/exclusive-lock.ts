@@ -146,14 +146,19 @@ export class ExclusiveLockDir {
 
   /** One try: true when we hold the lock afterwards. */
   private attempt(staging: string): boolean {
-    try {
-      renameSync(staging, this.path);
-      return true;
-    } catch (e) {
-      const code = errnoCode(e);
-      if (code !== "ENOTEMPTY" && code !== "EEXIST" && code !== "EBUSY") {
-        throw new LockFailed(this.path, osErrorText(e), { cause: e });
+    // A stale lock we just removed is retried at once; borg sleeps a lock-wait tick first
+    // (a tenth of --lock-wait), which only delays the recovery it was meant to allow.
+    for (let retry = 0; ; retry++) {
+      try {
+        renameSync(staging, this.path);
+        return true;
+      } catch (e) {
+        const code = errnoCode(e);
+        if (code !== "ENOTEMPTY" && code !== "EEXIST" && code !== "EBUSY") {
+          throw new LockFailed(this.path, osErrorText(e), { cause: e });
+        }
       }
+      if (retry > 0 || this.byMe() || !this.killStaleLock()) break;
     }
     if (this.byMe()) {
       // A holder file with our name: ours from an earlier release that failed halfway, or left by
@@ -165,7 +170,6 @@ export class ExclusiveLockDir {
       }
       return true;
     }
-    this.killStaleLock();
     return false;
   }
 
