@@ -225,6 +225,7 @@ export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<n
   const settings = serveSettings(options, io.env);
   process.umask(settings.umask);
   log.json = false;
+  log.serveText = true;
   log.setLevel(settings.logLevel);
   log.topics = new Set(settings.debugTopics.map(normalizeDebugTopic));
   const info = sysinfo(io.env, io.argv);

@@ -620,9 +620,9 @@ export class Repository implements RepositoryHandle {
       const segment = io.writeCommit(intermediate);
       if (!segments.has(segment)) segments.set(segment, 0);
       this.compact.set(segment, (this.compact.get(segment) ?? 0) + HEADER_SIZE);
-      log.debug(`complete_xfer: wrote ${intermediate ? "intermediate " : ""}commit at segment ${segment}`, LOGGER);
+      log.debugTopic("repository.compaction", `complete_xfer: wrote ${intermediate ? "intermediate " : ""}commit at segment ${segment}`, LOGGER);
       for (const s of unused) {
-        log.debug(`complete_xfer: deleting unused segment ${s}`, LOGGER);
+        log.debugTopic("repository.compaction", `complete_xfer: deleting unused segment ${s}`, LOGGER);
         const count = segments.get(s);
         segments.delete(s);
         if (count !== 0) {
@@ -647,14 +647,14 @@ export class Repository implements RepositoryHandle {
       const segmentSize = io.segmentSize(segment);
       const ratio = freeable / segmentSize;
       if (!(ratio > threshold)) {
-        log.debug(
+        log.debugTopic("repository.compaction", 
           `not compacting segment ${segment} (maybe freeable: ${(ratio * 100).toFixed(2)}% [${freeable} bytes])`,
           LOGGER,
         );
         continue;
       }
       if (!segments.has(segment)) segments.set(segment, 0);
-      log.debug(
+      log.debugTopic("repository.compaction", 
         `compacting segment ${segment} with usage count ${segments.get(segment)} (maybe freeable: ${(ratio * 100).toFixed(2)}% [${freeable} bytes])`,
         LOGGER,
       );
@@ -705,7 +705,7 @@ export class Repository implements RepositoryHandle {
             this.compact.set(newSegment, (this.compact.get(newSegment) ?? 0) + size);
             if (!segments.has(newSegment)) segments.set(newSegment, 0);
           } else {
-            log.debug(`dropping DEL for id ${hex} - seg ${segment}, iti ${indexTransactionId}`, LOGGER);
+            log.debugTopic("repository.compaction", `dropping DEL for id ${hex} - seg ${segment}, iti ${indexTransactionId}`, LOGGER);
             if (shadowed && shadowed.length === 0) this.shadowIndex.delete(hex);
           }
         }

@@ -33,6 +33,11 @@ const stderrSink: LogSink = {
 export class Logger {
   level = LEVELS.WARNING;
   json = false;
+  /**
+   * `borg serve` before a client negotiated the JSON format: lines look like
+   * "$LOG WARNING borg.repository Remote: message", which every borg client understands.
+   */
+  serveText = false;
   /** Debug topics enabled with --debug-topic (borg.debug.TOPIC loggers); empty = none. */
   topics = new Set<string>();
   sink: LogSink = stderrSink;
@@ -51,6 +56,8 @@ export class Logger {
       this.sink.write(
         JSON.stringify({ type: "log_message", time: Date.now() / 1000, message, levelname: level, name }) + "\n",
       );
+    } else if (this.serveText) {
+      this.sink.write(`$LOG ${level} ${name} Remote: ${message}\n`);
     } else {
       const prefix = level === "WARNING" ? "Warning: " : level === "ERROR" || level === "CRITICAL" ? "Error: " : "";
       this.sink.write(prefix + message + "\n");
@@ -70,10 +77,25 @@ export class Logger {
     this.log("ERROR", message, name);
   }
 
-  /** A debug message of a --debug-topic topic (shown only when that topic was enabled). */
+  /**
+   * A debug message of a --debug-topic topic: shown whenever that topic was enabled, whatever the
+   * main log level (borg sets the topic's own logger to DEBUG).
+   */
   topic(topic: string, message: string): void {
     if (!this.topics.has(topic)) return;
-    this.log("DEBUG", message, `borg.debug.${topic}`);
+    const level = this.level;
+    this.level = LEVELS.DEBUG;
+    try {
+      this.log("DEBUG", message, `borg.debug.${topic}`);
+    } finally {
+      this.level = level;
+    }
+  }
+
+  /** A debug line that belongs to a topic: shown at --debug, or with --debug-topic TOPIC alone. */
+  debugTopic(topic: string, message: string, name?: string): void {
+    if (this.topics.has(topic)) this.topic(topic, message);
+    else this.debug(message, name);
   }
 
   /** A progress line in borg's JSON progress format; only sent in JSON mode. */
