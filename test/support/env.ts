@@ -12,9 +12,13 @@ export const ROOT = resolve(import.meta.dir, "../..");
 export const BURG = join(ROOT, "dist/burg");
 
 const tempDirs: string[] = [];
-afterAll(() => {
+function removeTempDirs(): void {
   for (const d of tempDirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+}
+// bun runs every test file in one process and evaluates this module once, so an afterAll here
+// would only belong to the first file that imports it: clean up when the process ends too.
+afterAll(removeTempDirs);
+process.on("exit", removeTempDirs);
 
 /** A fresh temporary directory, removed when the test file finishes. */
 export function tempDir(prefix = "burg-test-"): string {
