@@ -309,20 +309,21 @@ async function damageCase(dir: string, name: string, damage: (repo: string) => v
 }
 
 describe("borg check --repository-only through burg serve (the RPC path)", () => {
-  /** stderr with the repository path replaced and index mismatch lines (hash-table order) sorted. */
-  function normalise(stderr: string, repo: string): string[] {
-    const lines = stderr.split(repo).join("<REPO>").split("\n").filter(Boolean);
-    return [...lines.filter((l) => !l.startsWith("ID: ")), ...lines.filter((l) => l.startsWith("ID: ")).sort()];
+  function lines(stderr: string, repo: string): string[] {
+    return stderr.split(repo).join("<REPO>").split("\n").filter(Boolean);
   }
 
-  const cases: Array<[string, (repo: string) => void, boolean]> = [
-    ["intact", () => {}, false],
-    ["data bit flip", CASES.find((c) => c[0] === "data bit flip")![1], false],
-    ["data bit flip, repair", CASES.find((c) => c[0] === "data bit flip")![1], true],
-    ["index bit flip", CASES.find((c) => c[0] === "index bit flip")![1], false],
-    ["lost last commit", CASES.find((c) => c[0].startsWith("lost last commit"))![1], false],
+  // [name, damage, repair, many lines]: with hundreds of log lines the borg client drops the
+  // last ones it has not read when the session ends (with borg serve as well), so there the
+  // client must show a prefix of local borg's output; otherwise all of it.
+  const cases: Array<[string, (repo: string) => void, boolean, boolean]> = [
+    ["intact", () => {}, false, false],
+    ["data bit flip", CASES.find((c) => c[0] === "data bit flip")![1], false, true],
+    ["data bit flip, repair", CASES.find((c) => c[0] === "data bit flip")![1], true, false],
+    ["index bit flip", CASES.find((c) => c[0] === "index bit flip")![1], false, false],
+    ["lost last commit", CASES.find((c) => c[0].startsWith("lost last commit"))![1], false, false],
   ];
-  for (const [name, damage, repair] of cases) {
+  for (const [name, damage, repair, many] of cases) {
     test(name, async () => {
       const dir = tempDir("burg-check-rpc-");
       const rsh = fakeSsh(dir);
@@ -331,14 +332,19 @@ describe("borg check --repository-only through burg serve (the RPC path)", () =>
       damage(ours);
       damage(theirs);
       const args = ["check", "--repository-only", "-v", ...(repair ? ["--repair"] : [])];
-      // The reference is local borg: borg serve itself drops log lines when there are many.
       const viaBurg = remoteBorg(home, rsh, BURG);
       const b = await borgRun([...args, theirs]);
       const o = await viaBurg.run([...args, viaBurg.url(ours)]);
       expect(o.code).toBe(b.code);
-      const remote = o.stderr.replace(/^Remote: /gm, "");
-      expect(normalise(remote, ours)).toEqual(normalise(b.stderr, theirs));
       expect(o.stderr).toContain("Remote: Starting repository check");
+      const remote = lines(o.stderr.replace(/^Remote: /gm, ""), ours);
+      const local = lines(b.stderr, theirs);
+      if (!many) {
+        expect(remote).toEqual(local);
+      } else {
+        expect(remote.length).toBeGreaterThan(20);
+        expect(remote).toEqual(local.slice(0, remote.length));
+      }
       if (repair) expect((await borgRun(["check", "--repository-only", ours])).code).toBe(0);
     }, TIMEOUT);
   }
