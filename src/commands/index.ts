@@ -3,11 +3,13 @@
 import type { CAC } from "cac";
 import * as breakLock from "./break-lock.ts";
 import * as check from "./check.ts";
+import * as connect from "./connect.ts";
 import * as restoreManifest from "./restore-manifest.ts";
 import * as serve from "./serve.ts";
+import * as socket from "./socket.ts";
 
 export interface Command {
   register(cli: CAC): void;
 }
 
-export const COMMANDS: Command[] = [serve, check, breakLock, restoreManifest];
+export const COMMANDS: Command[] = [serve, socket, connect, check, breakLock, restoreManifest];

@@ -1,0 +1,109 @@
+// The serve options shared by every command that serves sessions (`burg socket`, `burg pull`):
+// the same restrictions, permissions, quota, umask, lock wait and log options as `burg serve`,
+// registered the same way and turned into a session configuration by serve.ts's own parsing
+// (serveSettings), so all serving commands agree on what an option means.
+//
+// Values are read from the raw command line (serve.ts parseServeArgv, and rawOptions() here for
+// each command's own options): cac turns numeric-looking values into numbers ("0600" -> 600)
+// and fills absent list options with [undefined], so it is used only for help and to reject
+// unknown options.
+//
+// SSH_ORIGINAL_COMMAND is ignored here: it belongs to an sshd forced command, and these
+// commands are never one.
+
+import type { Command } from "cac";
+import type { OpenRepository } from "../rpc/backend.ts";
+import { normalizeDebugTopic } from "../rpc/policy.ts";
+import type { SessionConfig } from "../rpc/session.ts";
+import { log } from "../util/log.ts";
+import { parseServeArgv, pathContext, serveSettings, sysinfo, type ServeCliOptions, type ServeSettings } from "./serve.ts";
+
+export type Env = Record<string, string | undefined>;
+
+/** Register serve's policy and log options on another command. */
+export function addServeOptions(command: Command): Command {
+  return command
+    .option("--restrict-to-path <path>", "restrict repository access to PATH (repeatable; sub-directories included)", {
+      type: [String],
+    })
+    .option("--restrict-to-repository <path>", "restrict repository access to the repository at PATH (repeatable)", {
+      type: [String],
+    })
+    .option("--append-only", "only allow appending to repository segment files (borg's append-only mode)")
+    .option("--storage-quota <quota>", "override the repository's storage quota (e.g. 5G, 1.5T; at least 10M)")
+    .option("--permissions <mode>", "all, no-delete, write-only or read-only (default: $BORG_REPO_PERMISSIONS or all)")
+    .option("--umask <mask>", "set umask to M (octal, default 0077)")
+    .option("--lock-wait <seconds>", "lock wait for clients that send none (borg clients send theirs; default 1)")
+    .option("--critical", "log level CRITICAL")
+    .option("--error", "log level ERROR")
+    .option("--warning", "log level WARNING (default)")
+    .option("--info", "log level INFO")
+    .option("-v, --verbose", "log level INFO")
+    .option("--debug", "log level DEBUG")
+    .option("--debug-topic <topic>", "enable a debug topic, e.g. repository.compaction (repeatable)", { type: [String] });
+}
+
+/**
+ * The last value of each of `names` (long options taking a value, "--name value" or
+ * "--name=value") in argv, up to a "--". Options not named are skipped with their word only.
+ */
+export function rawOptions(argv: readonly string[], names: readonly string[]): Map<string, string> {
+  const wanted = new Set(names);
+  const found = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") break;
+    if (!word.startsWith("--")) continue;
+    const eq = word.indexOf("=");
+    const name = eq > 0 ? word.slice(0, eq) : word;
+    if (!wanted.has(name)) continue;
+    const value = eq > 0 ? word.slice(eq + 1) : argv[++i];
+    if (value !== undefined) found.set(name, value);
+  }
+  return found;
+}
+
+/** serve's options from the raw words (the part before a "--"). */
+export function serveOptionsFromArgv(argv: readonly string[]): ServeCliOptions {
+  const end = argv.indexOf("--");
+  return parseServeArgv(end < 0 ? argv : argv.slice(0, end));
+}
+
+export interface ServeContextIO {
+  env: Env;
+  cwd: string;
+  argv: string[];
+  openRepository: OpenRepository;
+}
+
+export interface ServeContext {
+  settings: ServeSettings;
+  /** A session configuration without its logger (each session gets its own). */
+  session: Omit<SessionConfig, "logger">;
+}
+
+/** Parse serve options (UsageError on bad values) into settings and a session configuration. */
+export function serveContext(options: ServeCliOptions, io: ServeContextIO): ServeContext {
+  const env: Env = { ...io.env };
+  delete env.SSH_ORIGINAL_COMMAND;
+  const settings = serveSettings(options, env);
+  const info = sysinfo(env, io.argv);
+  return {
+    settings,
+    session: {
+      openRepository: io.openRepository,
+      policy: settings.policy,
+      pathContext: pathContext(env, io.cwd),
+      defaultLockWait: settings.lockWait,
+      sysinfo: () => info,
+    },
+  };
+}
+
+/** Apply the process-wide parts: umask for repository files, and the log level and topics. */
+export function applyServeSettings(settings: ServeSettings): void {
+  process.umask(settings.umask);
+  log.json = false;
+  log.setLevel(settings.logLevel);
+  log.topics = new Set(settings.debugTopics.map(normalizeDebugTopic));
+}

@@ -1,0 +1,204 @@
+// Many serve sessions in one process: each connection a listener accepts becomes its own
+// Session (rpc/session.ts) with the server's policy, running concurrently with the others.
+//
+// The accept side never waits for a session: a connection is handed over and the listener goes
+// back to accepting, so a slow or stuck client only ever holds up its own session. Limits and
+// shutdown live here:
+// - maxSessions: a connection beyond the limit is closed at once without a byte written (the
+//   client has no stderr to show a message on); the server logs why.
+// - shutdown(timeout): stop accepting, give open sessions `timeout` seconds to finish, then
+//   abort them, which rolls back their transactions and releases their locks.
+// A client that disappears (killed, cut ssh tunnel) ends its input; the session then rolls
+// back and closes its repository like any other end.
+//
+// Logging: every session gets its own logger that writes plain text lines tagged with the
+// connection number to the server's stderr. A session switches its logger to JSON after
+// `negotiate` because on stdio that stream goes to the client; here nobody but the operator
+// reads it, so the JSON switch is ignored.
+
+import { releaseAllLocks } from "../lock/lock.ts";
+import { Session, type SessionConfig, type SessionResult } from "../rpc/session.ts";
+import { LEVELS, Logger, type LevelName, type LogSink } from "../util/log.ts";
+import type { SocketStream } from "./socket-stream.ts";
+
+/** A session's logger: text lines with a connection tag, whatever the session asks for. */
+export class ConnectionLogger extends Logger {
+  constructor(
+    private readonly tag: string,
+    base: { level: number; topics: Set<string>; sink: LogSink },
+  ) {
+    super();
+    this.level = base.level;
+    this.topics = new Set(base.topics);
+    this.sink = base.sink;
+  }
+
+  override log(level: LevelName, message: string, _name?: string): void {
+    if (LEVELS[level] < this.level) return;
+    const prefix = level === "WARNING" ? "Warning: " : level === "ERROR" || level === "CRITICAL" ? "Error: " : "";
+    this.sink.write(`${this.tag} ${prefix}${message}\n`);
+  }
+
+  override progress(): void {
+    // progress lines are for a client's terminal; the operator's log does not want them
+  }
+}
+
+export interface SocketServerOptions {
+  /** Everything a session needs except its logger. */
+  session: Omit<SessionConfig, "logger">;
+  /** The server's logger (level, topics and sink are copied into every session's logger). */
+  logger: Logger;
+  /** Name in log lines, e.g. "burg socket". */
+  name: string;
+  /** At most this many sessions at once; null for no limit. */
+  maxSessions: number | null;
+}
+
+/** How long a refused connection may stay open waiting for the client's first bytes. */
+const REFUSE_GRACE_MS = 5000;
+
+/**
+ * Close a connection we will not serve, without writing anything. We wait for the client's
+ * first bytes (borg sends its negotiate request at once) before closing: a client whose
+ * connection is closed before it even saw it established gets a connect error from Bun and
+ * could not tell this refusal from a stale socket. After that it sees an unanswered close
+ * (`burg connect` says so on stderr).
+ */
+async function closeUnanswered(stream: SocketStream): Promise<void> {
+  const input = stream.readable[Symbol.asyncIterator]();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([input.next(), new Promise<void>((resolve) => (timer = setTimeout(resolve, REFUSE_GRACE_MS)))]);
+  } catch {
+    // the client is gone already
+  } finally {
+    clearTimeout(timer);
+  }
+  await stream.end();
+}
+
+interface Running {
+  id: number;
+  session: Session;
+  stream: SocketStream;
+  done: Promise<void>;
+  started: number;
+}
+
+export class SocketServer {
+  private nextId = 1;
+  private readonly running = new Map<number, Running>();
+  private stopping = false;
+  private readonly idleWaiters: Array<() => void> = [];
+  /** Sessions that ended, by how they ended (for tests and the final log line). */
+  readonly ended: Record<SessionResult["end"], number> = { eof: 0, "protocol-error": 0, "connection-lost": 0, aborted: 0 };
+  refused = 0;
+
+  constructor(private readonly options: SocketServerOptions) {}
+
+  get activeSessions(): number {
+    return this.running.size;
+  }
+
+  private get log(): Logger {
+    return this.options.logger;
+  }
+
+  /** Take over one accepted connection. Returns at once; the session runs on its own. */
+  accept(stream: SocketStream): void {
+    const id = this.nextId++;
+    if (this.stopping) {
+      this.log.info(`${this.options.name}: connection ${id} closed: shutting down`);
+      void closeUnanswered(stream);
+      return;
+    }
+    const max = this.options.maxSessions;
+    if (max !== null && this.running.size >= max) {
+      this.refused++;
+      this.log.warning(
+        `${this.options.name}: connection ${id} refused: ${this.running.size} sessions are running (--max-sessions ${max}); the client sees the connection closed`,
+      );
+      void closeUnanswered(stream);
+      return;
+    }
+    const tag = `[connection ${id}]`;
+    const logger = new ConnectionLogger(tag, this.log);
+    const session = new Session({ ...this.options.session, logger });
+    const started = Date.now();
+    this.log.info(`${this.options.name}: connection ${id} accepted (${this.running.size + 1} running)`);
+    const done = session
+      .run(stream)
+      .then(
+        (result) => this.finished(id, result, started),
+        (e: unknown) => {
+          this.log.error(`${tag} session failed: ${(e as Error)?.stack ?? String(e)}`);
+        },
+      )
+      .then(() => stream.end())
+      .finally(() => {
+        this.running.delete(id);
+        if (this.running.size === 0) for (const w of this.idleWaiters.splice(0)) w();
+      });
+    this.running.set(id, { id, session, stream, done, started });
+  }
+
+  private finished(id: number, result: SessionResult, started: number): void {
+    this.ended[result.end]++;
+    const secs = ((Date.now() - started) / 1000).toFixed(1);
+    const what = `${this.options.name}: connection ${id}`;
+    switch (result.end) {
+      case "eof":
+        this.log.info(`${what} closed by the client after ${secs} s`);
+        break;
+      case "aborted":
+        this.log.warning(`${what} aborted after ${secs} s; its transaction was rolled back`);
+        break;
+      case "connection-lost":
+        this.log.warning(
+          `${what} lost after ${secs} s (${result.error?.message ?? "client gone"}); uncommitted changes were rolled back`,
+        );
+        break;
+      case "protocol-error":
+        this.log.warning(`${what} ended after ${secs} s: the client broke the protocol (${result.error?.message ?? ""})`);
+        break;
+    }
+  }
+
+  private whenIdle(): Promise<void> {
+    if (this.running.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Refuse new connections, wait up to `timeoutSeconds` for running sessions to finish, then
+   * abort the rest and wait for their cleanup. Locks still held afterwards are released.
+   */
+  async shutdown(timeoutSeconds: number): Promise<void> {
+    this.stopping = true;
+    if (this.running.size > 0) {
+      this.log.warning(
+        `${this.options.name}: waiting up to ${timeoutSeconds} s for ${this.running.size} running session(s) to finish`,
+      );
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timedOut = await Promise.race([
+        this.whenIdle().then(() => false),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutSeconds * 1000))),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) this.abortAll("shutdown timeout reached");
+      await this.whenIdle();
+    }
+    releaseAllLocks();
+  }
+
+  /** Abort every running session now (rolled back, locks released) and close its connection. */
+  abortAll(reason: string): void {
+    for (const r of this.running.values()) {
+      this.log.warning(`${this.options.name}: aborting connection ${r.id}: ${reason}`);
+      r.session.abort(reason);
+      // The session may be waiting for input that will not come; closing ends that wait.
+      r.stream.destroy();
+    }
+  }
+}
