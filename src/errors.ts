@@ -243,3 +243,10 @@ export class Interrupted extends BurgError {
     super("Interrupted", `Interrupted by ${signal}.`, [signal], { exitCode: 128 + signo });
   }
 }
+
+/** borg's PasscommandFailure: BORG_PASSCOMMAND could not be run or failed. */
+export class PasscommandFailure extends BurgError {
+  constructor(reason: string) {
+    super("PasscommandFailure", `passcommand supplied in BORG_PASSCOMMAND failed: ${reason}`, [reason]);
+  }
+}

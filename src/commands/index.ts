@@ -4,6 +4,7 @@ import type { CAC } from "cac";
 import * as breakLock from "./break-lock.ts";
 import * as check from "./check.ts";
 import * as connect from "./connect.ts";
+import * as pull from "./pull.ts";
 import * as restoreManifest from "./restore-manifest.ts";
 import * as serve from "./serve.ts";
 import * as socket from "./socket.ts";
@@ -12,4 +13,4 @@ export interface Command {
   register(cli: CAC): void;
 }
 
-export const COMMANDS: Command[] = [serve, socket, connect, check, breakLock, restoreManifest];
+export const COMMANDS: Command[] = [serve, socket, connect, pull, check, breakLock, restoreManifest];
