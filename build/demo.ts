@@ -21,6 +21,9 @@ const keep = process.argv.includes("--keep");
 const localOnly = process.argv.includes("--local");
 const PASSPHRASE = "burg demo passphrase";
 
+/** The private sshd runs but cannot be used (login or forwarding refused): use the local variant. */
+class SshUnusable extends Error {}
+
 function say(text: string): void {
   process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
 }
@@ -46,6 +49,14 @@ async function viaSsh(dir: string, data: string, repo: string, baseEnv: Record<s
   let sshd: PrivateSshd | null = null;
   try {
     sshd = await startSshd(join(dir, "sshd"));
+    // Logging in and forwarding a socket must work before the demo relies on them.
+    const probe = Bun.spawnSync(
+      ["ssh", ...sshd.sshOptions(), "-T", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-R", `${join(dir, "probe-remote.sock")}:${join(dir, "probe-local.sock")}`, sshd.destination, "true"],
+      { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+    );
+    if (probe.exitCode !== 0) {
+      throw new SshUnusable(`ssh to the private sshd failed: ${probe.stderr.toString().trim() || `exit code ${probe.exitCode}`}`);
+    }
     say(`A private sshd on 127.0.0.1:${sshd.port} plays the client machine (${sshd.destination})`);
     const clientHome = join(dir, "client-home");
     mkdirSync(clientHome);
@@ -156,15 +167,26 @@ async function main(): Promise<number> {
     };
     process.stdout.write(`burg demo in ${dir}\nclient data: ${data}\nrepository:  ${repo}\n`);
     const why = localOnly ? "--local was given" : sshdUnavailable();
+    let fallback: string | null = why;
     if (why === null) {
-      await viaSsh(dir, data, repo, baseEnv);
-    } else {
-      say(`No private sshd here (${why}): the same backup through burg socket and burg connect, locally`);
+      try {
+        await viaSsh(dir, data, repo, baseEnv);
+      } catch (e) {
+        if (!(e instanceof SshUnusable)) throw e;
+        fallback = e.message;
+      }
+    }
+    if (fallback !== null) {
+      say(`No private sshd here (${fallback}): the same backup through burg socket and burg connect, locally`);
       await viaLocalSocket(dir, data, repo, baseEnv);
     }
     say("Check the repository on the server side");
     step([burg, "check", "-v", repo], { ...baseEnv }, { display: ["burg", "check", "-v", repo] });
-    say("Done: a pull-mode backup with one command, no socat, no AcceptEnv, no wrapper scripts");
+    say(
+      fallback === null
+        ? "Done: a pull-mode backup with one command, no socat, no AcceptEnv, no wrapper scripts"
+        : "Done (locally through burg socket and burg connect; with an sshd, burg pull does the same over ssh)",
+    );
     return 0;
   } catch (e) {
     process.stderr.write(`\ndemo failed: ${(e as Error).message}\n`);

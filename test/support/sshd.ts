@@ -40,6 +40,11 @@ export function sshdUnavailable(): string | null {
   if (!existsSync(SSHD)) return `${SSHD} is missing (install openssh-server)`;
   if (!Bun.which("ssh")) return "ssh is missing (install openssh-client)";
   if (!Bun.which("ssh-keygen")) return "ssh-keygen is missing (install openssh-client)";
+  // sshd runs the remote command with the user's login shell.
+  const name = sh(["id", "-un"]).out.trim();
+  const entry = sh(["getent", "passwd", name]).out.trim().split(":");
+  const shell = entry.length >= 7 ? entry[6]! : "";
+  if (/(^|\/)(nologin|false)$/.test(shell)) return `the login shell of ${name} is ${shell}, which runs no commands`;
   if (process.getuid?.() === 0 && !existsSync("/run/sshd")) {
     // sshd running as root chroots its unprivileged child here.
     try {
