@@ -22,7 +22,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { PasscommandFailure, UsageError } from "../errors.ts";
+import { EXIT_ERROR, PasscommandFailure, UsageError } from "../errors.ts";
 import { openRepository } from "../repository/repository.ts";
 import type { OpenRepository } from "../rpc/backend.ts";
 import { shlexSplit } from "../rpc/policy.ts";
@@ -187,6 +187,10 @@ export async function runPull(args: PullArgs, io: PullIO): Promise<number> {
     await listener.close();
     await server.shutdown(grace);
     if (signal !== null) return 128 + (SIGNO[signal as NodeJS.Signals] ?? 0);
+    if (result.spawnError !== null) {
+      io.stderr(`burg pull: cannot run ${args.sshProgram}: ${result.spawnError}\n`);
+      return EXIT_ERROR;
+    }
     const outcome = classifyPull(result.status, result.stderrTail, args.target.destination, repo);
     if (outcome.message !== null) io.stderr(`burg pull: ${outcome.message}\n`);
     return outcome.exitCode;

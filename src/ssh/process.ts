@@ -29,6 +29,8 @@ export interface SshResult {
   /** The exit status, or 128+N when ssh died of signal N. */
   status: number;
   stderrTail: string;
+  /** Why ssh could not be started at all (then status is 255). */
+  spawnError: string | null;
 }
 
 export function sshEnvironment(env: Record<string, string | undefined>): Record<string, string> {
@@ -64,10 +66,13 @@ export class SshProcess {
       this.child.on("close", async (code, signal) => {
         this.exited = true;
         await stderrEnded;
-        let text = tail.toString("utf8");
-        if (spawnError !== null) text += `\n${spawnError.message}`;
+        const failed = spawnError as Error | null;
+        if (failed !== null) {
+          resolve({ status: 255, stderrTail: tail.toString("utf8"), spawnError: failed.message });
+          return;
+        }
         const status = code ?? (signal ? 128 + (SIGNAL_NUMBERS[signal] ?? 0) : 255);
-        resolve({ status: spawnError !== null && code === null ? 255 : status, stderrTail: text });
+        resolve({ status, stderrTail: tail.toString("utf8"), spawnError: null });
       });
     });
     void this.feed(opts.preamble, opts.input);

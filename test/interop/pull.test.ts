@@ -5,18 +5,21 @@
 // killed pulls leaving no socket and no lock behind, each failure with its message and exit
 // code, and the borgmatic wrapper with the arguments borgmatic passes.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { assertSameTree, makeSourceTree } from "../support/data.ts";
-import { BURG, ROOT, borgEnv, requireBorg, requireBurg, run, runAsync, tempDir, type RunResult } from "../support/env.ts";
+import { BURG, ROOT, borgEnv, requireBorg, requireBurg, run, runAsync, type RunResult } from "../support/env.ts";
+import { testScope } from "../support/scope.ts";
 import { waitUntil } from "../support/socket-server.ts";
 import { startSshd, sshdUnavailable, type PrivateSshd } from "../support/sshd.ts";
 
 const TIMEOUT = 300_000;
 const PASS = "correct horse 'battery' $staple \"🐎\"";
 
+const scope = testScope();
+const tempDir = (prefix: string) => scope.tempDir(prefix);
 let sshd: PrivateSshd;
 let base: string;
 /** The client's borg keeps its cache and config here (BORG_BASE_DIR on the client). */
@@ -35,7 +38,8 @@ beforeAll(async () => {
   mkdirSync(clientHome);
 });
 
-afterAll(async () => {
+// Before the scope removes the directories: stop what still runs in them.
+scope.onCleanup(async () => {
   for (const p of background) {
     try {
       p.kill("SIGKILL");
@@ -424,6 +428,20 @@ describe("burg pull over ssh to 127.0.0.1", () => {
       },
       TIMEOUT,
     );
+
+    test("the ssh program cannot be run", async () => {
+      const r = await pull(join(tempDir("burg-pull-nossh-"), "repo"), ["list"], { extra: ["--ssh", "/nonexistent/ssh"] });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("burg pull: cannot run /nonexistent/ssh");
+    });
+
+    test("a failing BORG_PASSCOMMAND here stops before anything runs there", async () => {
+      const env = serverEnv({ BORG_PASSCOMMAND: "false" });
+      delete env.BORG_PASSPHRASE; // it would win over the passcommand, as in borg
+      const r = await runAsync(pullArgv(join(tempDir("burg-pull-passcmd-"), "repo"), ["list"]), { env });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("passcommand supplied in BORG_PASSCOMMAND failed");
+    });
 
     test(
       "a repository other than --repo is not allowed",

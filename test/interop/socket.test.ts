@@ -4,12 +4,13 @@
 // passed fd, Accept=yes with `burg serve` on the connection) and `burg connect` as BORG_RSH on
 // a PATH without socat or nc. Plain `borg check` on the repositories afterwards.
 
-import { afterAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertSameTree, makeSourceTree } from "../support/data.ts";
-import { BURG, borgEnv, requireBorg, requireBurg, run, runAsync, tempDir, type RunResult } from "../support/env.ts";
+import { BURG, borgEnv, requireBorg, requireBurg, run, runAsync, type RunResult } from "../support/env.ts";
+import { testScope } from "../support/scope.ts";
 import {
   connectRsh,
   makeStaleSocket,
@@ -23,10 +24,12 @@ import {
 
 const TIMEOUT = 300_000;
 
-/** borg processes started in the background, killed when the file ends (also on failure). */
+const scope = testScope();
+/** borg processes started in the background, killed with their children when the file ends. */
 const background = new Set<Subprocess>();
-afterAll(() => {
+scope.onCleanup(() => {
   for (const p of background) {
+    if (p.exitCode !== null || p.signalCode !== null) continue;
     for (const kid of run(["pgrep", "-P", String(p.pid)]).stdout.split("\n").filter(Boolean)) {
       try {
         process.kill(Number(kid), "SIGKILL");
@@ -74,7 +77,7 @@ function lockFiles(repo: string): string[] {
 function fresh(prefix: string) {
   requireBorg();
   requireBurg();
-  const dir = tempDir(prefix);
+  const dir = scope.tempDir(prefix);
   const run = join(dir, "run");
   mkdirSync(run, { mode: 0o700 });
   return { dir, sock: join(run, "burg.sock") };
@@ -104,7 +107,7 @@ describe("burg socket serves many borg clients", () => {
     "four clients back up in parallel: three repositories, two clients on the same one serialise on its lock",
     async () => {
       const { dir, sock } = fresh("burg-socket-par-");
-      const server = await startBurgSocket(["--socket", sock, "--info"]);
+      const server = await startBurgSocket(scope, ["--socket", sock, "--info"]);
       try {
         const repos = ["a", "b", "c"].map((n) => join(dir, `repo-${n}`));
         const setup = client(dir, "setup", sock);
@@ -152,7 +155,7 @@ describe("burg socket serves many borg clients", () => {
     "sessions are independent: while one session holds its repository open, others come and go",
     async () => {
       const { dir, sock } = fresh("burg-socket-indep-");
-      const server = await startBurgSocket(["--socket", sock, "--info"]);
+      const server = await startBurgSocket(scope, ["--socket", sock, "--info"]);
       try {
         const a = join(dir, "repo-a");
         const b = join(dir, "repo-b");
@@ -187,7 +190,7 @@ describe("burg socket serves many borg clients", () => {
     "a client killed mid-backup: its transaction is rolled back, its lock released; the next backup and borg check pass",
     async () => {
       const { dir, sock } = fresh("burg-socket-kill-");
-      const server = await startBurgSocket(["--socket", sock, "--info"]);
+      const server = await startBurgSocket(scope, ["--socket", sock, "--info"]);
       try {
         const repo = join(dir, "repo");
         const c = client(dir, "c", sock);
@@ -236,7 +239,7 @@ describe("burg socket serves many borg clients", () => {
     "--max-sessions: a connection beyond the limit is closed unanswered and logged; the client says why",
     async () => {
       const { dir, sock } = fresh("burg-socket-max-");
-      const server = await startBurgSocket(["--socket", sock, "--max-sessions", "1", "--info"]);
+      const server = await startBurgSocket(scope, ["--socket", sock, "--max-sessions", "1", "--info"]);
       try {
         const repo = join(dir, "repo");
         const c = client(dir, "c", sock);
@@ -273,7 +276,7 @@ describe("burg socket shutdown", () => {
     "SIGTERM stops accepting at once and lets a running session finish",
     async () => {
       const { dir, sock } = fresh("burg-socket-term-");
-      const server = await startBurgSocket(["--socket", sock, "--shutdown-timeout", "300"]);
+      const server = await startBurgSocket(scope, ["--socket", sock, "--shutdown-timeout", "300"]);
       const repo = join(dir, "repo");
       const c = client(dir, "c", sock);
       await initRepo(c, repo);
@@ -298,7 +301,7 @@ describe("burg socket shutdown", () => {
     "sessions still running at the shutdown timeout are aborted: rolled back, locks released",
     async () => {
       const { dir, sock } = fresh("burg-socket-abort-");
-      const server = await startBurgSocket(["--socket", sock, "--shutdown-timeout", "0.5"]);
+      const server = await startBurgSocket(scope, ["--socket", sock, "--shutdown-timeout", "0.5"]);
       const repo = join(dir, "repo");
       const c = client(dir, "c", sock);
       await initRepo(c, repo);
@@ -320,7 +323,7 @@ describe("burg socket shutdown", () => {
 describe("burg socket files", () => {
   test("the socket is created 0600 by default, with --mode and --group when asked, and both files go on exit", async () => {
     const { dir, sock } = fresh("burg-socket-mode-");
-    const server = await startBurgSocket(["--socket", sock]);
+    const server = await startBurgSocket(scope, ["--socket", sock]);
     expect(statSync(sock).isSocket()).toBe(true);
     expect(statSync(sock).mode & 0o777).toBe(0o600);
     const pidFile = join(dir, "run", "burg.pid");
@@ -331,7 +334,7 @@ describe("burg socket files", () => {
 
     const gid = process.getgid!();
     const sock2 = join(dir, "run", "group.sock");
-    const s2 = await startBurgSocket(["--socket", sock2, "--mode", "0660", "--group", String(gid), "--pid-file", join(dir, "g.pid")]);
+    const s2 = await startBurgSocket(scope, ["--socket", sock2, "--mode", "0660", "--group", String(gid), "--pid-file", join(dir, "g.pid")]);
     expect(statSync(sock2).mode & 0o777).toBe(0o660);
     expect(statSync(sock2).gid).toBe(gid);
     expect(existsSync(join(dir, "g.pid"))).toBe(true);
@@ -342,7 +345,7 @@ describe("burg socket files", () => {
   test("default socket and PID file follow borg 2: BORG_RUNTIME_DIR, else XDG_RUNTIME_DIR/borg; a missing directory is made 0700", async () => {
     const { dir } = fresh("burg-socket-default-");
     const runtime = join(dir, "rt");
-    const s1 = await startBurgSocket([], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", BORG_RUNTIME_DIR: runtime } });
+    const s1 = await startBurgSocket(scope, [], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", BORG_RUNTIME_DIR: runtime } });
     expect(statSync(join(runtime, "borg.sock")).isSocket()).toBe(true);
     expect(statSync(runtime).mode & 0o777).toBe(0o700);
     expect(existsSync(join(runtime, "borg.pid"))).toBe(true);
@@ -351,7 +354,7 @@ describe("burg socket files", () => {
 
     const xdg = join(dir, "xdg");
     mkdirSync(xdg, { mode: 0o700 });
-    const s2 = await startBurgSocket([], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", XDG_RUNTIME_DIR: xdg } });
+    const s2 = await startBurgSocket(scope, [], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", XDG_RUNTIME_DIR: xdg } });
     expect(statSync(join(xdg, "borg", "borg.sock")).isSocket()).toBe(true);
     expect((await s2.stop()).code).toBe(0);
   });
@@ -369,7 +372,7 @@ describe("burg socket files", () => {
 
   test("a live listener is refused, a stale socket left by a killed one is replaced, other files are never removed", async () => {
     const { dir, sock } = fresh("burg-socket-stale-");
-    const first = await startBurgSocket(["--socket", sock]);
+    const first = await startBurgSocket(scope, ["--socket", sock]);
     const second = run([BURG, "socket", "--socket", sock]);
     expect(second.code).toBe(2);
     expect(second.stderr).toContain(`another server is already listening on ${sock} (PID ${first.proc.pid})`);
@@ -378,7 +381,7 @@ describe("burg socket files", () => {
     first.proc.kill("SIGKILL");
     await first.exited;
     expect(existsSync(sock)).toBe(true);
-    const third = await startBurgSocket(["--socket", sock, "--info"]);
+    const third = await startBurgSocket(scope, ["--socket", sock, "--info"]);
     expect(third.log()).toContain(`removed stale socket ${sock} (left by PID ${first.proc.pid}, which is gone)`);
     const c = client(dir, "c", sock);
     const repo = join(dir, "repo");
@@ -388,7 +391,7 @@ describe("burg socket files", () => {
     // A stale socket without a PID file (e.g. from socat) is replaced too.
     const other = join(dir, "run", "other.sock");
     makeStaleSocket(other);
-    const fourth = await startBurgSocket(["--socket", other]);
+    const fourth = await startBurgSocket(scope, ["--socket", other]);
     expect((await fourth.stop()).code).toBe(0);
 
     const plain = join(dir, "run", "plain.sock");
@@ -405,7 +408,7 @@ describe("systemd socket activation", () => {
     "Accept=no: the listening socket passed as fd 3 (LISTEN_FDS=1, LISTEN_PID) is served and left in place",
     async () => {
       const { dir, sock } = fresh("burg-socket-sd-");
-      const server = await startSystemdSocketService(sock, ["--info", "--restrict-to-path", dir]);
+      const server = await startSystemdSocketService(scope, sock, ["--info", "--restrict-to-path", dir]);
       try {
         expect(server.log()).toContain("listening on file descriptor 3 from systemd");
         const repo = join(dir, "repo");
@@ -436,7 +439,7 @@ describe("systemd socket activation", () => {
     async () => {
       const { dir, sock } = fresh("burg-socket-acc-");
       const logFile = join(dir, "journal.log");
-      const server = await startSystemdAcceptYes(sock, logFile, ["--debug"]);
+      const server = await startSystemdAcceptYes(scope, sock, logFile, ["--debug"]);
       try {
         const repo = join(dir, "repo");
         const c = client(dir, "c", sock);
@@ -469,7 +472,7 @@ describe("burg connect", () => {
       symlinkSync(requireBorg(), join(bin, "borg"));
       expect(Bun.which("socat", { PATH: bin })).toBeNull();
       expect(Bun.which("nc", { PATH: bin })).toBeNull();
-      const server = await startBurgSocket(["--socket", sock]);
+      const server = await startBurgSocket(scope, ["--socket", sock]);
       try {
         const c = client(dir, "c", sock, { PATH: bin });
         const repo = join(dir, "repo");
@@ -489,7 +492,7 @@ describe("burg connect", () => {
 
   test("stdin EOF shuts down only the write side: the server's answer after our EOF still arrives", async () => {
     const { sock } = fresh("burg-connect-half-");
-    const server = await startHalfCloseServer(sock);
+    const server = await startHalfCloseServer(scope, sock);
     const payload = "x".repeat(300_000);
     const r = run([BURG, "connect", sock, "-p", "22", "host", "borg", "serve", "--info", "--debug-topic=x"], {
       input: payload,

@@ -2,24 +2,14 @@
 // (a listening socket passed as fd 3 with LISTEN_FDS/LISTEN_PID, Accept=no; or one `burg serve`
 // per accepted connection with the connection as stdin and stdout, Accept=yes). The systemd
 // stand-ins are small Python programs (python3 comes with borg), so the sockets are made by
-// code independent of burg's own. Every process started here is killed after the test file,
-// also when a test fails.
+// code independent of burg's own. Every process started here is tracked by the test file's
+// scope (scope.ts) and killed after the file, also when a test fails.
 
-import { afterAll } from "bun:test";
 import type { Subprocess } from "bun";
 import { existsSync } from "node:fs";
 import { BORG_PYTHON } from "./borg-python.ts";
 import { BURG, requireBurg } from "./env.ts";
-
-const live = new Set<Subprocess>();
-afterAll(() => {
-  for (const p of live) {
-    try {
-      p.kill("SIGKILL");
-    } catch {}
-  }
-  live.clear();
-});
+import type { TestScope } from "./scope.ts";
 
 export interface ServerProcess {
   proc: Subprocess<"ignore", "ignore", "pipe">;
@@ -33,8 +23,8 @@ export interface ServerProcess {
   exited: Promise<number>;
 }
 
-function track(proc: Subprocess<"ignore", "ignore", "pipe">): ServerProcess {
-  live.add(proc);
+function track(scope: TestScope, proc: Subprocess<"ignore", "ignore", "pipe">): ServerProcess {
+  scope.track(proc);
   let text = "";
   let waiters: Array<{ re: RegExp; resolve: () => void; reject: (e: Error) => void }> = [];
   let ended = false;
@@ -58,7 +48,6 @@ function track(proc: Subprocess<"ignore", "ignore", "pipe">): ServerProcess {
     await reading;
     ended = true;
     check();
-    live.delete(proc);
     return code;
   })();
   return {
@@ -80,6 +69,7 @@ function track(proc: Subprocess<"ignore", "ignore", "pipe">): ServerProcess {
 
 /** `dist/burg socket ARGS`, resolved once it listens (rejects with its log if it exits first). */
 export async function startBurgSocket(
+  scope: TestScope,
   args: string[],
   opts: { env?: Record<string, string>; cwd?: string; waitUntilListening?: boolean } = {},
 ): Promise<ServerProcess> {
@@ -91,7 +81,7 @@ export async function startBurgSocket(
     stdout: "ignore",
     stderr: "pipe",
   });
-  const server = track(proc);
+  const server = track(scope, proc);
   if (opts.waitUntilListening !== false) await server.waitForLog(/listening on/);
   return server;
 }
@@ -125,6 +115,7 @@ os.execvp("sh", ["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"'] + sys.argv[2:])
 
 /** `burg socket ARGS` started as systemd starts an Accept=no service for a socket at `socketPath`. */
 export async function startSystemdSocketService(
+  scope: TestScope,
   socketPath: string,
   args: string[],
   opts: { env?: Record<string, string> } = {},
@@ -136,7 +127,7 @@ export async function startSystemdSocketService(
     stdout: "ignore",
     stderr: "pipe",
   });
-  const server = track(proc);
+  const server = track(scope, proc);
   await server.waitForLog(/listening on/);
   return server;
 }
@@ -164,7 +155,12 @@ while True:
 `;
 
 /** A systemd Accept=yes socket at `socketPath` whose service is `burg serve ARGS`. */
-export async function startSystemdAcceptYes(socketPath: string, logFile: string, args: string[]): Promise<ServerProcess> {
+export async function startSystemdAcceptYes(
+  scope: TestScope,
+  socketPath: string,
+  logFile: string,
+  args: string[],
+): Promise<ServerProcess> {
   requireBurg();
   const proc = Bun.spawn([BORG_PYTHON, "-c", SYSTEMD_ACCEPT_YES, socketPath, logFile, BURG, "serve", ...args], {
     env: process.env as Record<string, string>,
@@ -172,7 +168,7 @@ export async function startSystemdAcceptYes(socketPath: string, logFile: string,
     stdout: "ignore",
     stderr: "pipe",
   });
-  const server = track(proc);
+  const server = track(scope, proc);
   await server.waitForLog(/ready/);
   return server;
 }
@@ -196,13 +192,13 @@ c.sendall(b"got %d bytes: %s" % (len(data), data[:20]))
 c.close()
 `;
 
-export async function startHalfCloseServer(socketPath: string): Promise<ServerProcess> {
+export async function startHalfCloseServer(scope: TestScope, socketPath: string): Promise<ServerProcess> {
   const proc = Bun.spawn([BORG_PYTHON, "-c", HALF_CLOSE_SERVER, socketPath], {
     stdin: "ignore",
     stdout: "ignore",
     stderr: "pipe",
   });
-  const server = track(proc);
+  const server = track(scope, proc);
   await server.waitForLog(/ready/);
   return server;
 }

@@ -107,3 +107,33 @@ describe("variables for the client's borg", () => {
     ]);
   });
 });
+
+describe("the passphrase on the backup server", () => {
+  test("BORG_PASSPHRASE, else BORG_PASSCOMMAND's output, else BORG_PASSPHRASE_FD, else none", async () => {
+    const { localPassphrase } = await import("../../../src/commands/pull.ts");
+    expect(localPassphrase({ BORG_PASSPHRASE: "env", BORG_PASSCOMMAND: "printf cmd" })).toBe("env");
+    expect(localPassphrase({ BORG_PASSPHRASE: "" })).toBe("");
+    expect(localPassphrase({ BORG_PASSCOMMAND: "printf 'from command\\n\\n'" })).toBe("from command");
+    const { openSync, writeFileSync, closeSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { tmpdir } = await import("node:os");
+    const f = join(tmpdir(), `burg-pass-fd-${process.pid}`);
+    writeFileSync(f, "from fd\n", { mode: 0o600 });
+    const fd = openSync(f, "r");
+    try {
+      expect(localPassphrase({ BORG_PASSPHRASE_FD: String(fd) })).toBe("from fd");
+    } finally {
+      closeSync(fd);
+      (await import("node:fs")).rmSync(f);
+    }
+    expect(localPassphrase({})).toBeNull();
+  });
+
+  test("a failing BORG_PASSCOMMAND is borg's PasscommandFailure", async () => {
+    const { localPassphrase } = await import("../../../src/commands/pull.ts");
+    const { PasscommandFailure } = await import("../../../src/errors.ts");
+    expect(() => localPassphrase({ BORG_PASSCOMMAND: "false" })).toThrow(PasscommandFailure);
+    expect(() => localPassphrase({ BORG_PASSCOMMAND: "/nonexistent/pass-tool get" })).toThrow(PasscommandFailure);
+    expect(() => localPassphrase({ BORG_PASSCOMMAND: "'unclosed" })).toThrow(PasscommandFailure);
+  });
+});

@@ -13,7 +13,11 @@ import {
   scriptPreamble,
   type RemoteScriptOptions,
 } from "../../../src/ssh/remote-script.ts";
-import { tempDir, writeExecutable } from "../../support/env.ts";
+import { writeExecutable } from "../../support/env.ts";
+import { testScope } from "../../support/scope.ts";
+
+const scope = testScope();
+const tempDir = (prefix: string) => scope.tempDir(prefix);
 
 const listeners: SocketListener<undefined>[] = [];
 afterAll(() => {

@@ -2,7 +2,10 @@ import { afterEach, describe, expect, test } from "bun:test";
 import type { Socket, SocketListener } from "bun";
 import { join } from "node:path";
 import { READ_HIGH_WATER, SocketStream, socketHandlers } from "../../../src/transport/socket-stream.ts";
-import { tempDir } from "../../support/env.ts";
+import { testScope } from "../../support/scope.ts";
+
+const scope = testScope();
+const tempDir = (prefix: string) => scope.tempDir(prefix);
 
 type Conn = SocketStream | undefined;
 
