@@ -638,7 +638,10 @@ export class Repository implements RepositoryHandle {
     const work = [...this.compact.entries()].sort((a, b) => a[0] - b[0]);
     let done = 0;
     for (const [segment, freeable] of work) {
-      log.progress("repository.compact_segments", `Compacting segments ${Math.round((done++ * 100) / work.length)}%`, done, work.length);
+      done++;
+      if (log.progressEnabled) {
+        log.progress("repository.compact_segments", `Compacting segments ${Math.round(((done - 1) * 100) / work.length)}%`, done, work.length);
+      }
       if (!io.segmentExists(segment)) {
         log.warning(`segment ${segment} not found, but listed in compaction data`, LOGGER);
         this.compact.delete(segment);
@@ -735,7 +738,10 @@ export class Repository implements RepositoryHandle {
       const all = io.listSegments();
       let i = 0;
       for (const segment of all) {
-        log.progress("repository.replay_segments", `Replaying segments ${Math.round((i++ * 100) / all.length)}%`, i, all.length);
+        i++;
+        if (log.progressEnabled) {
+          log.progress("repository.replay_segments", `Replaying segments ${Math.round(((i - 1) * 100) / all.length)}%`, i, all.length);
+        }
         if (indexTransactionId !== null && segment <= indexTransactionId) continue;
         if (segment > segmentsTransactionId) break;
         this.updateIndex(segment, io.iterObjects(segment));

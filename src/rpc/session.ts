@@ -66,6 +66,12 @@ export interface SessionStream {
   /** Bytes from the client, in order; ends when the client closes its side. */
   readable: AsyncIterable<Uint8Array>;
   /**
+   * Preferred over `readable` when present: read the next bytes into `buf` (the decoder's own
+   * buffer, so input is copied once and its buffers are recycled); resolves with the count, 0 at
+   * end of input.
+   */
+  read?(buf: Uint8Array): Promise<number>;
+  /**
    * Send bytes to the client. Resolves when the stream can take more (backpressure) and
    * rejects when the connection is gone. The session does not touch `data` afterwards.
    */
@@ -114,7 +120,7 @@ type InputEnd = { kind: "eof" } | { kind: "protocol-error"; error: Error } | { k
 
 export class Session {
   private readonly decoder = new StreamDecoder(borgUnpackerLimits("server"));
-  private readonly queue: Array<{ msg: unknown; size: number }> = [];
+  private readonly queue: Array<{ msg: unknown; size: number; seq: number }> = [];
   private queuedBytes = 0;
   private inputEnd: InputEnd | null = null;
   private readonly queueChanged = new Signal();
@@ -138,7 +144,7 @@ export class Session {
 
   /** Serve the stream until the client is done, the protocol breaks or abort() is called. */
   async run(stream: SessionStream): Promise<SessionResult> {
-    void this.readInput(stream.readable);
+    void this.readInput(stream);
     let result: SessionResult;
     try {
       result = await this.execute(stream);
@@ -167,16 +173,29 @@ export class Session {
     this.queueChanged.notify();
   }
 
-  private async readInput(readable: AsyncIterable<Uint8Array>): Promise<void> {
+  /** Input chunks: straight into the decoder's buffer when the stream can, else as it yields them. */
+  private async *chunks(stream: SessionStream): AsyncGenerator<Uint8Array | null> {
+    if (stream.read) {
+      for (;;) {
+        const n = await stream.read(this.decoder.reserve());
+        if (n === 0) return;
+        this.decoder.wrote(n);
+        yield null;
+      }
+    }
+    yield* stream.readable;
+  }
+
+  private async readInput(stream: SessionStream): Promise<void> {
     try {
-      for await (const chunk of readable) {
+      for await (const chunk of this.chunks(stream)) {
         if (this.aborted) return;
-        this.decoder.feed(chunk);
+        if (chunk !== null) this.decoder.feed(chunk);
         let before = this.decoder.consumed;
         for (const msg of this.decoder) {
           const size = this.decoder.consumed - before;
           before = this.decoder.consumed;
-          this.queue.push({ msg, size });
+          this.queue.push({ msg, size, seq: this.decoder.returned });
           this.queuedBytes += size;
         }
         this.queueChanged.notify();
@@ -196,14 +215,14 @@ export class Session {
     this.queueChanged.notify();
   }
 
-  private async nextMessage(): Promise<unknown | typeof END> {
+  private async nextMessage(): Promise<{ msg: unknown; seq: number } | typeof END> {
     for (;;) {
       if (this.aborted) return END;
       const item = this.queue.shift();
       if (item !== undefined) {
         this.queuedBytes -= item.size;
         this.queueChanged.notify(); // the reader may be waiting for room
-        return item.msg;
+        return item;
       }
       if (this.inputEnd !== null) return END;
       await this.queueChanged.wait();
@@ -212,11 +231,14 @@ export class Session {
 
   private async execute(stream: SessionStream): Promise<SessionResult> {
     for (;;) {
-      const msg = await this.nextMessage();
-      if (msg === END) break;
+      const item = await this.nextMessage();
+      if (item === END) break;
       let reply: Uint8Array;
       try {
-        reply = await this.handle(msg);
+        reply = await this.handle(item.msg);
+        // Nothing the request decoded into outlives its handling (the engine copies what it
+        // keeps), so the decoder may reuse the input buffers it lived in.
+        this.decoder.release(item.seq);
       } catch (e) {
         // Only a message without a msgid gets here: nothing to answer, the stream is unusable.
         const err = e instanceof Error ? e : new Error(String(e));

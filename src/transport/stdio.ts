@@ -11,7 +11,7 @@
 
 import { releaseAllLocks } from "../lock/lock.ts";
 import { Session, type SessionConfig } from "../rpc/session.ts";
-import { nodeSessionStream } from "./node-stream.ts";
+import { fdSessionStream } from "./fd-stream.ts";
 
 const SIGNALS: Array<[NodeJS.Signals, number]> = [
   ["SIGTERM", 15],
@@ -49,7 +49,7 @@ export async function serveStdio(config: SessionConfig): Promise<number> {
     return [name, handler] as const;
   });
   try {
-    const result = await session.run(nodeSessionStream(process.stdin, process.stdout));
+    const result = await session.run(fdSessionStream(0, 1));
     return signalExit ?? result.exitCode;
   } finally {
     releaseAllLocks();

@@ -6,6 +6,8 @@
 // "Remote: …" (remote.py handle_remote_line). stdout never carries log output: in serve mode it
 // is the protocol stream.
 
+import { writeSync } from "node:fs";
+
 export type LevelName = "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL";
 
 export const LEVELS: Record<LevelName, number> = {
@@ -20,12 +22,20 @@ export interface LogSink {
   write(line: string): void;
 }
 
+/**
+ * Lines go to fd 2 synchronously, so they are out before the reply that follows them (a borg
+ * client shows "Remote: ..." lines as they arrive and stops reading stderr at the end); only a
+ * non-blocking stderr that is full falls back to the queued stream.
+ */
 const stderrSink: LogSink = {
   write(line: string) {
     try {
-      process.stderr.write(line);
-    } catch {
-      // stderr gone (cut ssh session): logging must never take the server down.
+      writeSync(2, line);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return; // stderr gone: never take the server down
+      try {
+        process.stderr.write(line);
+      } catch {}
     }
   },
 };
@@ -98,9 +108,16 @@ export class Logger {
     else this.debug(message, name);
   }
 
-  /** A progress line in borg's JSON progress format; only sent in JSON mode. */
+  /**
+   * Progress lines in borg's JSON format are sent only when enabled. borg serve never sends
+   * them (its progress logger is pinned at WARNING on the server), so serve leaves this off;
+   * callers in loops check it before building messages.
+   */
+  progressEnabled = false;
+
+  /** A progress line in borg's JSON progress format; only sent in JSON mode, when enabled. */
   progress(msgid: string, message: string | null, current: number, total: number, finished = false): void {
-    if (!this.json) return;
+    if (!this.json || !this.progressEnabled) return;
     const rec: Record<string, unknown> = {
       type: "progress_percent",
       operation: 0,

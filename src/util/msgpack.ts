@@ -697,6 +697,11 @@ export function decode(bytes: Uint8Array, options: DecodeOptions = {}): unknown 
  * Unpacker.feed + iteration). Truncated input waits for more; malformed or oversized input
  * throws from `next()`, after which the decoder stays failed (the stream has no resync point).
  */
+/** Recycled input buffers a StreamDecoder keeps at most. */
+const POOL_BUFFERS = 4;
+/** Smallest buffer reserve() sets up for reading. */
+const READ_BUFFER_SIZE = 256 * 1024;
+
 export class StreamDecoder implements Iterable<unknown> {
   private readonly parser: Parser;
   private readonly limits: DecodeLimits;
@@ -709,10 +714,87 @@ export class StreamDecoder implements Iterable<unknown> {
   private startAbs = 0;
   private msgStartAbs = 0;
   private failed: Error | null = null;
+  /** Messages returned so far; message n (1-based) is the n-th one next() returned. */
+  private returnedCount = 0;
+  /** Owned buffers we moved away from, with the number of the last message that may point into them. */
+  private retired: Array<{ buf: Uint8Array; lastMessage: number }> = [];
+  /** Buffers no message points into any more, ready to be written again. */
+  private pool: Uint8Array[] = [];
 
   constructor(options: DecodeOptions = {}) {
     this.limits = limitsOf(options);
     this.parser = new Parser(this.limits, options.floatsAsFloat64 ?? false);
+  }
+
+  /** How many messages next() has returned (the number of the last one). */
+  get returned(): number {
+    return this.returnedCount;
+  }
+
+  /**
+   * The caller is done with messages 1..n (nothing it keeps points into them): buffers that only
+   * they used may be reused for later input. Fresh large buffers cost page faults on first
+   * touch, which dominates the cost of receiving big objects; recycling avoids that. Callers
+   * that never call this get fresh buffers, as before.
+   */
+  release(n: number): void {
+    while (this.retired.length > 0 && this.retired[0]!.lastMessage <= n) {
+      const { buf } = this.retired.shift()!;
+      this.pool.push(buf);
+      if (this.pool.length > POOL_BUFFERS) this.pool.shift();
+    }
+  }
+
+  /**
+   * Space to read the next input into directly, at least `min` bytes, at the end of a buffer
+   * the decoder owns; call wrote(n) with the number of bytes placed at its start. This saves
+   * the copy feed() makes of chunks that continue a message, and lets input buffers be
+   * recycled (see release()).
+   */
+  reserve(min = 64 * 1024): Uint8Array {
+    if (this.failed) throw this.failed;
+    if (this.owned && this.buf.length - this.end >= min) return this.buf.subarray(this.end);
+    const pending = this.end - this.start;
+    const size = Math.min(
+      Math.max(pending + min, this.parser.need, 2 * pending, READ_BUFFER_SIZE),
+      Math.max(pending + min, this.limits.maxBufferSize + 16),
+    );
+    const next = this.allocate(size);
+    next.set(this.buf.subarray(this.start, this.end));
+    this.retire();
+    this.buf = next;
+    this.owned = true;
+    this.start = 0;
+    this.end = pending;
+    return next.subarray(pending);
+  }
+
+  /** `n` bytes were read into the space reserve() returned. */
+  wrote(n: number): void {
+    if (n < 0 || this.end + n > this.buf.length || !this.owned) throw new Error("StreamDecoder.wrote() without reserve()");
+    this.end += n;
+  }
+
+  /**
+   * We are moving away from the current buffer: it may be reused once the messages in it are
+   * released. A message still being parsed counts too: the resumable parser already holds views
+   * of its earlier parts into this buffer.
+   */
+  private retire(): void {
+    if (!this.owned) return;
+    const partial = this.parser.stack.length > 0 ? 1 : 0;
+    this.retired.push({ buf: this.buf, lastMessage: this.returnedCount + partial });
+  }
+
+  private allocate(size: number): Uint8Array {
+    for (let i = 0; i < this.pool.length; i++) {
+      const b = this.pool[i]!;
+      if (b.length >= size && b.length <= 4 * size + 65536) {
+        this.pool.splice(i, 1);
+        return b;
+      }
+    }
+    return new Uint8Array(size);
   }
 
   /** Bytes received but not yet part of a returned message. */
@@ -736,6 +818,7 @@ export class StreamDecoder implements Iterable<unknown> {
     if (chunk.length === 0) return;
     const pending = this.end - this.start;
     if (pending === 0) {
+      this.retire();
       this.buf = chunk;
       this.owned = false;
       this.start = 0;
@@ -750,9 +833,10 @@ export class StreamDecoder implements Iterable<unknown> {
     }
     // Move the pending bytes to a fresh buffer; the old one stays intact for existing views.
     const want = Math.max(pending + chunk.length, this.parser.need, 2 * (pending + chunk.length), 64 * 1024);
-    const next = new Uint8Array(Math.min(want, Math.max(pending + chunk.length, this.limits.maxBufferSize + 16)));
+    const next = this.allocate(Math.min(want, Math.max(pending + chunk.length, this.limits.maxBufferSize + 16)));
     next.set(this.buf.subarray(this.start, this.end));
     next.set(chunk, pending);
+    this.retire();
     this.buf = next;
     this.owned = true;
     this.start = 0;
@@ -783,6 +867,7 @@ export class StreamDecoder implements Iterable<unknown> {
       return { done: true, value: undefined };
     }
     parser.need = 0;
+    this.returnedCount++;
     const size = this.startAbs - this.msgStartAbs;
     this.msgStartAbs = this.startAbs;
     if (size > this.limits.maxBufferSize) {

@@ -64,7 +64,7 @@ describe("locks through burg serve", () => {
     180_000,
   );
 
-  test("a local borg holding the lock: the client of burg serve times out with borg's message", { timeout: 60_000 }, async () => {
+  test("a local borg holding the lock: the client of burg serve times out with borg's message", async () => {
     const home = tempDir();
     const repo = join(home, "repo");
     initRepo(home, repo);
@@ -83,9 +83,9 @@ describe("locks through burg serve", () => {
       holder.kill();
       await holder.exited;
     }
-  });
+  }, 60_000);
 
-  test("burg serve holding the lock: a local borg times out; afterwards it gets the lock", { timeout: 60_000 }, async () => {
+  test("burg serve holding the lock: a local borg times out; afterwards it gets the lock", async () => {
     const home = tempDir();
     const repo = join(home, "repo");
     initRepo(home, repo);
@@ -99,7 +99,7 @@ describe("locks through burg serve", () => {
     expect((await holding).code).toBe(0);
     const after = await runAsync([requireBorg(), "list", "--lock-wait", "1", repo], { env: borgEnv(home) });
     expect(after.code).toBe(0);
-  });
+  }, 60_000);
 
   test(
     "two clients backing up into one repository take turns on the lock",

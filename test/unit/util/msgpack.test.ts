@@ -362,3 +362,54 @@ describe("StreamDecoder with borg's server limits", () => {
     expect([...ok].length).toBe(2);
   });
 });
+
+describe("buffer recycling", () => {
+  // Requests shaped like borg's puts ({i, m, a: {id, data}}), read the way a pipe delivers them,
+  // handled with a lag behind decoding; every message must be intact when it is handled, also
+  // one whose first part (the id) was parsed from a buffer that has since been recycled.
+  for (const [label, dataSize, readSize, lag] of [
+    ["64 KiB objects, pipe-sized reads, short lag", 65536, 65536, 2],
+    ["mixed objects, odd reads, long lag", -1, 40_000, 100],
+  ] as const) {
+    test(label, async () => {
+      const { StreamDecoder, encode, mapGet } = await import("../../../src/util/msgpack.ts");
+      let seed = 1;
+      const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+      const msgs: Uint8Array[] = [];
+      const datas: Uint8Array[] = [];
+      for (let i = 0; i < 400; i++) {
+        const size = dataSize > 0 ? dataSize : Math.floor(rand() * (i % 10 === 0 ? 300_000 : i % 3 === 0 ? 5000 : 70_000));
+        const data = new Uint8Array(size);
+        for (let j = 0; j < data.length; j += 97) data[j] = (i * 7 + j) & 0xff;
+        datas.push(data);
+        const id = new Uint8Array(32).fill(i & 0xff);
+        msgs.push(encode(new Map<string, unknown>([["i", i], ["m", "put"], ["a", new Map<string, unknown>([["id", id], ["data", data]])]])));
+      }
+      const stream = Buffer.concat(msgs);
+      const d = new StreamDecoder();
+      const held: Array<{ msg: Map<unknown, unknown>; seq: number; i: number }> = [];
+      let pos = 0;
+      let handled = 0;
+      const handleOne = () => {
+        const h = held.shift()!;
+        const args = mapGet(h.msg, "a") as Map<unknown, unknown>;
+        expect(mapGet(h.msg, "i")).toBe(h.i);
+        expect(Buffer.from(mapGet(args, "id") as Uint8Array).equals(Buffer.alloc(32, h.i & 0xff))).toBe(true);
+        expect(Buffer.compare(mapGet(args, "data") as Uint8Array, datas[h.i]!)).toBe(0);
+        d.release(h.seq);
+        handled++;
+      };
+      while (pos < stream.length) {
+        const space = d.reserve();
+        const n = Math.min(space.length, stream.length - pos, readSize);
+        space.set(stream.subarray(pos, pos + n));
+        pos += n;
+        d.wrote(n);
+        for (const m of d) held.push({ msg: m as Map<unknown, unknown>, seq: d.returned, i: held.length + handled });
+        while (held.length > lag) handleOne();
+      }
+      while (held.length) handleOne();
+      expect(handled).toBe(400);
+    });
+  }
+});
