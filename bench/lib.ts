@@ -3,7 +3,9 @@
 // burg/borg ratios.
 
 import { cpus, totalmem } from "node:os";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export interface Measured {
   wallMs: number;
@@ -24,12 +26,14 @@ export function machine(): string {
 }
 
 /**
- * Run a command and measure it. CPU time and peak RSS come from the kernel's rusage for the
- * child (Bun.spawn's resourceUsage), so a client's CPU is never counted for a server.
+ * Run a command and measure it. CPU time and peak RSS are the command's own, from the kernel's
+ * rusage as GNU time reports it (Bun's Subprocess.resourceUsage() reports the totals of all
+ * children so far, so it cannot tell one child from another).
  */
 export async function measure(cmd: string[], opts: { env?: Record<string, string>; cwd?: string; stdin?: Uint8Array } = {}): Promise<Measured> {
+  const out = usageFile();
   const t0 = performance.now();
-  const p = Bun.spawn(cmd, {
+  const p = Bun.spawn(timed(cmd, out), {
     env: opts.env ?? (process.env as Record<string, string>),
     cwd: opts.cwd,
     stdin: opts.stdin ? new Blob([opts.stdin]) : "ignore",
@@ -38,10 +42,28 @@ export async function measure(cmd: string[], opts: { env?: Record<string, string
   });
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   const wallMs = performance.now() - t0;
-  const ru = p.resourceUsage();
-  const cpuMs = ru ? Number(ru.cpuTime.user + ru.cpuTime.system) / 1000 : NaN;
-  const maxRssKiB = ru ? Number(ru.maxRSS) : NaN;
-  return { wallMs, cpuMs, maxRssKiB, stdout, stderr, code };
+  return { wallMs, ...readUsage(out), stdout, stderr, code };
+}
+
+export const GNU_TIME = "/usr/bin/time";
+
+/** `cmd` wrapped in GNU time writing "user system maxrss" to `file`. */
+export function timed(cmd: string[], file: string): string[] {
+  if (!existsSync(GNU_TIME)) throw new Error("the benchmarks need GNU time: apt-get install time");
+  return [GNU_TIME, "-o", file, "-f", "%U %S %M", ...cmd];
+}
+
+let usageCounter = 0;
+export function usageFile(): string {
+  return join(tmpdir(), `burg-bench-usage-${process.pid}-${usageCounter++}`);
+}
+
+/** CPU milliseconds and peak RSS (KiB) written by `timed`; the file is removed. */
+export function readUsage(file: string): { cpuMs: number; maxRssKiB: number } {
+  const lines = readFileSync(file, "utf8").trim().split("\n");
+  rmSync(file, { force: true });
+  const [user, sys, rss] = lines[lines.length - 1]!.split(" ").map(Number);
+  return { cpuMs: (user! + sys!) * 1000, maxRssKiB: rss! };
 }
 
 export interface Row {
