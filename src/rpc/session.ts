@@ -100,8 +100,11 @@ export interface SessionResult {
   error?: Error;
 }
 
-/** Decoded requests waiting for the executor are capped at this many bytes. */
-const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+/**
+ * Decoded requests waiting for the executor are capped at this many bytes (one request may
+ * exceed it). Enough to keep the executor busy while the client sends; more only costs memory.
+ */
+const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 
 /** A one-shot wake-up for tasks waiting on each other. */
 class Signal {

@@ -697,8 +697,9 @@ export function decode(bytes: Uint8Array, options: DecodeOptions = {}): unknown 
  * Unpacker.feed + iteration). Truncated input waits for more; malformed or oversized input
  * throws from `next()`, after which the decoder stays failed (the stream has no resync point).
  */
-/** Recycled input buffers a StreamDecoder keeps at most. */
+/** Recycled input buffers a StreamDecoder keeps at most, in number and in bytes. */
 const POOL_BUFFERS = 4;
+const POOL_BYTES = 16 << 20;
 /** Smallest buffer reserve() sets up for reading. */
 const READ_BUFFER_SIZE = 256 * 1024;
 
@@ -741,7 +742,9 @@ export class StreamDecoder implements Iterable<unknown> {
     while (this.retired.length > 0 && this.retired[0]!.lastMessage <= n) {
       const { buf } = this.retired.shift()!;
       this.pool.push(buf);
-      if (this.pool.length > POOL_BUFFERS) this.pool.shift();
+      let bytes = 0;
+      for (const b of this.pool) bytes += b.length;
+      while (this.pool.length > POOL_BUFFERS || bytes > POOL_BYTES) bytes -= this.pool.shift()!.length;
     }
   }
 
