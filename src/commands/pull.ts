@@ -130,6 +130,13 @@ export async function runPull(args: PullArgs, io: PullIO): Promise<number> {
     grace = parseFloat(args.shutdownTimeout);
   }
   const passphrase = localPassphrase(io.env);
+  // From here on, an interrupt is ours to handle: the private directory and the client's socket
+  // must not be left behind.
+  let signal: NodeJS.Signals | null = null;
+  const interrupted = io.interrupted().then((s) => {
+    signal = s;
+    return s;
+  });
 
   const dir = privateDir(io.env);
   try {
@@ -165,6 +172,10 @@ export async function runPull(args: PullArgs, io: PullIO): Promise<number> {
       `burg pull: serving ${repo} (permissions ${ctx.settings.policy.permissions}) to ${args.target.destination} through ${remoteSocket}`,
     );
     log.debug(`burg pull: ${argv.map((a) => (/^[A-Za-z0-9@%+=:,./_-]+$/.test(a) ? a : JSON.stringify(a))).join(" ")}`);
+    if (signal !== null) {
+      await listener.close();
+      return 128 + (SIGNO[signal as NodeJS.Signals] ?? 0);
+    }
     const ssh = new SshProcess({
       argv,
       env: io.env,
@@ -173,9 +184,7 @@ export async function runPull(args: PullArgs, io: PullIO): Promise<number> {
       stderr: (chunk) => io.stderr(chunk),
     });
 
-    let signal: NodeJS.Signals | null = null;
-    void io.interrupted().then((s) => {
-      signal = s;
+    void interrupted.then((s) => {
       io.stderr(`burg pull: ${s}: stopping the backup (its transaction is rolled back)\n`);
       // Closing borg's connection makes borg on the client give up and exit; if it does not,
       // ssh is ended after a while.

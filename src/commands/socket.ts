@@ -12,6 +12,7 @@
 import type { CAC } from "cac";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { UsageError } from "../errors.ts";
 import { openRepository } from "../repository/repository.ts";
 import type { OpenRepository } from "../rpc/backend.ts";
@@ -135,11 +136,11 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
     unsetListenEnv(io.env);
     checkListenFds(fds);
     if (options.socket !== undefined) log.warning("--socket is ignored: systemd passed the listening socket");
-    const pidFile = pidFileOption === undefined ? null : checkSocketPath(pidFileOption, io.cwd);
+    const pidFile = pidFileOption === undefined ? null : resolve(io.cwd, pidFileOption);
     listener = await adoptListeningSockets(fds, pidFile, events);
   } else {
     const path = checkSocketPath(options.socket ?? defaultSocketPath(io.env, io.uid), io.cwd);
-    const pidFile = pidFileOption === undefined ? pidFileFor(path) : checkSocketPath(pidFileOption, io.cwd);
+    const pidFile = pidFileOption === undefined ? pidFileFor(path) : resolve(io.cwd, pidFileOption);
     listener = await createSocketListener({ path, mode, gid, pidFile }, events, (m) => log.warning(`burg socket: ${m}`));
   }
   const limits = [

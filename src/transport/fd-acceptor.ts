@@ -123,10 +123,9 @@ export class FdAcceptor {
             break;
         }
       };
-      this.worker.onerror = (ev: ErrorEvent) => {
+      this.worker.onerror = () => {
         markReady();
         this.events.onError(this.fds[0] ?? -1, -1, true);
-        void ev;
         resolve();
       };
     });

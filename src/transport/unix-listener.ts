@@ -308,7 +308,7 @@ class AdoptedListener implements Listener {
     return `file descriptor${this.fds.length > 1 ? "s" : ""} ${this.fds.join(", ")} from systemd`;
   }
 
-  stopAccepting(): boolean {
+  get isClosed(): boolean {
     return this.closed;
   }
 
@@ -343,7 +343,7 @@ export async function adoptListeningSockets(
   let listener: AdoptedListener | null = null;
   const acceptor = new FdAcceptor(fds, {
     onConnection(fd) {
-      if (listener === null || listener.stopAccepting()) {
+      if (listener === null || listener.isClosed) {
         closeSync(fd);
         return;
       }

@@ -440,6 +440,11 @@ describe("systemd socket activation", () => {
       const { dir, sock } = fresh("burg-socket-acc-");
       const logFile = join(dir, "journal.log");
       const server = await startSystemdAcceptYes(scope, sock, logFile, ["--debug"]);
+      // On failure, show what the services logged (the journal's part of the story).
+      const journalOnFailure = (e: unknown) => {
+        const journal = existsSync(logFile) ? readFileSync(logFile, "utf8") : "(no log)";
+        throw new Error(`${(e as Error).message}\n--- services' stderr:\n${journal.slice(-4000)}`);
+      };
       try {
         const repo = join(dir, "repo");
         const c = client(dir, "c", sock);
@@ -454,6 +459,8 @@ describe("systemd socket activation", () => {
         const journal = readFileSync(logFile, "utf8");
         expect(journal).toContain("Initialized logging system for JSON-based protocol");
         expect(journal.match(/exit (\d+)/g)).toEqual(["exit 0", "exit 0", "exit 0"]);
+      } catch (e) {
+        journalOnFailure(e);
       } finally {
         await server.stop("SIGKILL");
       }
