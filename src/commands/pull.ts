@@ -217,7 +217,7 @@ function stopSignal(): Promise<NodeJS.Signals> {
 
 const USAGE =
   "pull [options] [ssh options] [user@]client -- BORG_COMMAND [ARGS...]\n" +
-  "       pull --borgmatic BORG_COMMAND [ARGS...]\n\n" +
+  "  $ burg pull --borgmatic BORG_COMMAND [ARGS...]\n\n" +
   "Run on the backup server: back up (or list, extract, prune, check ...) the client over one\n" +
   "ssh connection, the client's borg talking to --repo on this machine. In borg's arguments,\n" +
   "refer to the repository as '::archive' (or leave it out): BORG_REPO is set on the client.\n\n" +
