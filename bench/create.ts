@@ -15,16 +15,11 @@ const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "burg-bench-create-"));
 type Server = "burg" | "borg";
 
-function rand(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
+/** Incompressible bytes (crypto.getRandomValues fills at most 64 KiB per call). */
+function noise(n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let o = 0; o < n; o += 65536) crypto.getRandomValues(b.subarray(o, Math.min(n, o + 65536)));
+  return b;
 }
 
 function makeData(): { big: string; small: string } {
@@ -33,27 +28,14 @@ function makeData(): { big: string; small: string } {
   mkdirSync(big);
   mkdirSync(small);
   const total = Math.round(1024 * SCALE); // MiB
-  const chunk = new Uint8Array(1 << 20);
-  const r = rand(1);
   for (let f = 0; f < Math.ceil(total / 64); f++) {
-    const parts: Uint8Array[] = [];
-    for (let m = 0; m < Math.min(64, total - f * 64); m++) {
-      const dv = new DataView(chunk.buffer);
-      for (let i = 0; i < chunk.length; i += 4) dv.setUint32(i, r());
-      parts.push(chunk.slice());
-    }
-    writeFileSync(join(big, `file${f}.bin`), Buffer.concat(parts));
+    writeFileSync(join(big, `file${f}.bin`), noise(Math.min(64, total - f * 64) << 20));
   }
   const files = Math.round(20000 * SCALE);
-  const r2 = rand(2);
   for (let i = 0; i < files; i++) {
     const sub = join(small, `d${i % 100}`);
     if (i < 100) mkdirSync(sub);
-    const n = 200 + (r2() % 8000);
-    const b = new Uint8Array(n);
-    const dv = new DataView(b.buffer);
-    for (let j = 0; j + 4 <= n; j += 4) dv.setUint32(j, r2());
-    writeFileSync(join(sub, `f${i}`), b);
+    writeFileSync(join(sub, `f${i}`), noise(200 + ((i * 7919) % 8000)));
   }
   return { big, small };
 }

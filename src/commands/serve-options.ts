@@ -11,7 +11,6 @@
 // SSH_ORIGINAL_COMMAND is ignored here: it belongs to an sshd forced command, and these
 // commands are never one.
 
-import type { Command } from "cac";
 import type { OpenRepository } from "../rpc/backend.ts";
 import { normalizeDebugTopic } from "../rpc/policy.ts";
 import type { SessionConfig } from "../rpc/session.ts";
@@ -20,28 +19,7 @@ import { parseServeArgv, pathContext, serveSettings, sysinfo, type ServeCliOptio
 
 export type Env = Record<string, string | undefined>;
 
-/** Register serve's policy and log options on another command. */
-export function addServeOptions(command: Command): Command {
-  return command
-    .option("--restrict-to-path <path>", "restrict repository access to PATH (repeatable; sub-directories included)", {
-      type: [String],
-    })
-    .option("--restrict-to-repository <path>", "restrict repository access to the repository at PATH (repeatable)", {
-      type: [String],
-    })
-    .option("--append-only", "only allow appending to repository segment files (borg's append-only mode)")
-    .option("--storage-quota <quota>", "override the repository's storage quota (e.g. 5G, 1.5T; at least 10M)")
-    .option("--permissions <mode>", "all, no-delete, write-only or read-only (default: $BORG_REPO_PERMISSIONS or all)")
-    .option("--umask <mask>", "set umask to M (octal, default 0077)")
-    .option("--lock-wait <seconds>", "lock wait for clients that send none (borg clients send theirs; default 1)")
-    .option("--critical", "log level CRITICAL")
-    .option("--error", "log level ERROR")
-    .option("--warning", "log level WARNING (default)")
-    .option("--info", "log level INFO")
-    .option("-v, --verbose", "log level INFO")
-    .option("--debug", "log level DEBUG")
-    .option("--debug-topic <topic>", "enable a debug topic, e.g. repository.compaction (repeatable)", { type: [String] });
-}
+export { addServeOptions } from "./serve.ts";
 
 /**
  * The last value of each of `names` (long options taking a value, "--name value" or

@@ -4,7 +4,7 @@
 // This file turns the command line (and, for ssh forced commands, SSH_ORIGINAL_COMMAND) into a
 // session configuration; rpc/ does the protocol and transport/stdio.ts the process plumbing.
 
-import type { CAC } from "cac";
+import type { CAC, Command } from "cac";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { homedir, hostname, machine, release, type, version as osVersion } from "node:os";
@@ -239,26 +239,9 @@ export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<n
   });
 }
 
-export function register(cli: CAC): void {
-  cli
-    .command("serve", "Serve a repository to a borg 1.x client on stdin/stdout (like `borg serve`)")
-    .usage(
-      "serve [options]\n\n" +
-        "Started by the borg client through ssh (BORG_RSH / --rsh, --remote-path burg), usually from\n" +
-        "an authorized_keys forced command. The client chooses the repository; the options here\n" +
-        "restrict what it may do.\n\n" +
-        "--permissions (or BORG_REPO_PERMISSIONS; the option wins):\n" +
-        "  all         everything is allowed (default)\n" +
-        "  no-delete   read and write; objects committed before the session are never deleted or\n" +
-        "              overwritten, commits never compact, so earlier manifests stay restorable\n" +
-        "  write-only  no-delete, and stored data cannot be read back (only manifest and key)\n" +
-        "  read-only   read only; every write fails\n" +
-        "--append-only keeps borg's meaning: deletes are allowed but only logged in the segment\n" +
-        "files, so an earlier state can be restored by hand; it is not the same as no-delete.\n\n" +
-        "With SSH_ORIGINAL_COMMAND set (ssh forced command), only the log level, --debug-topic and\n" +
-        "--lock-wait are taken from the client's command; VAR=value words in it are ignored.\n\n" +
-        "Exit codes: 0 when the client closed the connection, 2 on errors, 128+N on signal N.",
-    )
+/** Register serve's policy and log options on a command (serve, socket, pull share them). */
+export function addServeOptions(command: Command): Command {
+  return command
     .option("--restrict-to-path <path>", "restrict repository access to PATH (repeatable; sub-directories included)", {
       type: [String],
     })
@@ -276,7 +259,31 @@ export function register(cli: CAC): void {
     .option("--info", "log level INFO")
     .option("-v, --verbose", "log level INFO")
     .option("--debug", "log level DEBUG")
-    .option("--debug-topic <topic>", "enable a debug topic, e.g. repository.compaction (repeatable)", { type: [String] })
+    .option("--debug-topic <topic>", "enable a debug topic, e.g. repository.compaction (repeatable)", { type: [String] });
+}
+
+export function register(cli: CAC): void {
+  const command = cli
+    .command("serve", "Serve a repository to a borg 1.x client on stdin/stdout (like `borg serve`)")
+    .usage(
+      "serve [options]\n\n" +
+        "Started by the borg client through ssh (BORG_RSH / --rsh, --remote-path burg), usually from\n" +
+        "an authorized_keys forced command. The client chooses the repository; the options here\n" +
+        "restrict what it may do.\n\n" +
+        "--permissions (or BORG_REPO_PERMISSIONS; the option wins):\n" +
+        "  all         everything is allowed (default)\n" +
+        "  no-delete   read and write; objects committed before the session are never deleted or\n" +
+        "              overwritten, commits never compact, so earlier manifests stay restorable\n" +
+        "  write-only  no-delete, and stored data cannot be read back (only manifest and key)\n" +
+        "  read-only   read only; every write fails\n" +
+        "--append-only keeps borg's meaning: deletes are allowed but only logged in the segment\n" +
+        "files, so an earlier state can be restored by hand; it is not the same as no-delete.\n\n" +
+        "With SSH_ORIGINAL_COMMAND set (ssh forced command), only the log level, --debug-topic and\n" +
+        "--lock-wait are taken from the client's command; VAR=value words in it are ignored.\n\n" +
+        "Exit codes: 0 when the client closed the connection, 2 on errors, 128+N on signal N.",
+    );
+  addServeOptions(command);
+  command
     // borg common options a client or an old forced command may pass; they do not apply to serve.
     .option("--log-json", "(accepted for borg compatibility; serve logs JSON lines after negotiate)")
     .option("-p, --progress", "(accepted for borg compatibility, no effect)")
