@@ -5,14 +5,15 @@
 //   1. puts of 4 KiB, 64 KiB and 2 MiB payloads and a commit, then gets of all of them
 //   4. start-up: negotiate, open and close on an empty repository
 //   5. peak RSS building, and then holding (opening + len), a repository of 1,000,000 objects
-//   6. scaling of (1) and (5) from 100,000 to 1,000,000 objects
+//   3. at each scale, burg check against borg check --repository-only of that repository
+//   6. scaling of (1), (3) and (5) from 100,000 to 1,000,000 objects
 //
 // Run: npm run bench:serve  (BENCH_SCALE=0.1 for a quick run)
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { machine, printTable, type Row } from "./lib.ts";
+import { machine, measure, printTable, type Row } from "./lib.ts";
 import { RpcClient, type ServerUsage } from "../test/support/rpc-client.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -124,8 +125,19 @@ async function manyObjects(server: Server, count: number) {
     await c.call("__len__", {});
     await c.call("get", { id: keys[count >> 1] });
   });
+  // (3) at this scale: the server-side check of the same repository
+  const check = await measure(server === "burg" ? [BURG, "check", repo] : ["borg", "check", "--repository-only", repo], { env });
+  if (check.code !== 0) throw new Error(`${server} check failed:\n${check.stderr}`);
   rmSync(repo, { recursive: true, force: true });
-  return { buildWall, buildCpu: build.cpuMs, buildRss: build.maxRssKiB / 1024, holdRss: hold.maxRssKiB / 1024, holdWall: hold.wallMs };
+  return {
+    buildWall,
+    buildCpu: build.cpuMs,
+    buildRss: build.maxRssKiB / 1024,
+    holdRss: hold.maxRssKiB / 1024,
+    holdWall: hold.wallMs,
+    checkWall: check.wallMs,
+    checkRss: check.maxRssKiB / 1024,
+  };
 }
 
 try {
@@ -167,6 +179,8 @@ try {
     rows.push({ what: `  server CPU`, burg: mb.buildCpu / 1000, borg: mo.buildCpu / 1000, unit: "s", lowerIsBetter: true });
     rows.push({ what: `  server peak RSS`, burg: mb.buildRss, borg: mo.buildRss, unit: "MiB", lowerIsBetter: true, target: "<= 0.5" });
     rows.push({ what: `hold ${n} objects (open, len, get): peak RSS`, burg: mb.holdRss, borg: mo.holdRss, unit: "MiB", lowerIsBetter: true, target: "<= 0.5" });
+    rows.push({ what: `check of those ${n} objects (burg check / borg check --repository-only): wall`, burg: mb.checkWall / 1000, borg: mo.checkWall / 1000, unit: "s", lowerIsBetter: true, target: "<= 0.5" });
+    rows.push({ what: `  peak RSS`, burg: mb.checkRss, borg: mo.checkRss, unit: "MiB", lowerIsBetter: true });
     printTable(`${n} objects`, rows);
   }
 } finally {
