@@ -268,6 +268,27 @@ describe("burg pull over ssh to 127.0.0.1", () => {
   );
 
   test(
+    "--sudo runs the client's borg through the real sudo, with the passphrase and settings borg needs",
+    async () => {
+      const sudo = Bun.which("sudo");
+      if (!sudo) throw new Error("this test needs sudo on the client: install sudo (apt-get install sudo)");
+      const probe = run([sudo, "-n", "-l", requireBorg()]);
+      if (probe.code !== 0) throw new Error(`sudo must allow this user to run borg without a password:\n${probe.stderr}`);
+      const dir = tempDir("burg-pull-sudo-");
+      const repo = join(dir, "repo");
+      const src = join(dir, "src");
+      makeSourceTree(src, { seed: 44, files: 8, totalBytes: 400_000 });
+      const env = { BORG_PASSPHRASE: PASS };
+      ok(await pull(repo, ["init", "-e", "repokey"], { env, extra: ["--sudo"] }), "init with --sudo");
+      ok(await pull(repo, ["create", "::via-sudo", src], { env, extra: ["--sudo"] }), "create with --sudo");
+      const list = ok(await pull(repo, ["list", "--short"], { env, extra: ["--sudo"] }), "list with --sudo");
+      expect(list.stdout.trim()).toBe("via-sudo");
+      expect(plainCheck(repo, env).code).toBe(0);
+    },
+    TIMEOUT,
+  );
+
+  test(
     "borg's stdin is ours once the script is read: create from stdin and extract --stdout round-trip",
     async () => {
       const dir = tempDir("burg-pull-stdin-");
