@@ -13,6 +13,7 @@ import { openRepository } from "../repository/repository.ts";
 import type { OpenRepository } from "../rpc/backend.ts";
 import {
   clientOverrides,
+  LEVEL_FLAGS,
   normalizeDebugTopic,
   resolvePermissions,
   type PathContext,
@@ -72,16 +73,6 @@ const VALUE_OPTIONS: Record<string, { key: keyof ServeCliOptions; list: boolean 
   "--upload-buffer": null,
   "--remote-buffer": null,
   "--debug-profile": null,
-};
-
-const LEVEL_FLAGS: Record<string, LevelName> = {
-  "--critical": "CRITICAL",
-  "--error": "ERROR",
-  "--warning": "WARNING",
-  "--info": "INFO",
-  "-v": "INFO",
-  "--verbose": "INFO",
-  "--debug": "DEBUG",
 };
 
 /** Read the serve options from argv (the words after the program name; "serve" is skipped). */

@@ -279,7 +279,8 @@ const VALUE_OPTIONS = new Set([
   "--debug-profile",
 ]);
 
-const LEVEL_FLAGS: Record<string, LevelName> = {
+/** borg's log level flags and the level each sets. */
+export const LEVEL_FLAGS: Readonly<Record<string, LevelName>> = {
   "--critical": "CRITICAL",
   "--error": "ERROR",
   "--warning": "WARNING",
