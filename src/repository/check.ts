@@ -23,7 +23,7 @@ import { log } from "../util/log.ts";
 import { toHex } from "../util/hex.ts";
 import { PercentSteps } from "../util/progress.ts";
 import { saveConfig } from "./config.ts";
-import type { NSIndex } from "./hashindex.ts";
+import { NS_KEY_SIZE, NS_VALUE_SIZE, type NSIndex } from "./hashindex.ts";
 import { readHints, readIntegrityFile, type Hints } from "./hints.ts";
 import { readIndexFile, type IntegrityParts } from "./integrity.ts";
 import type { Repository } from "./repository.ts";
@@ -534,6 +534,8 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
 }
 
 /** borg's comparison of the committed index with the one rebuilt from the segments. */
+const BUCKET_SIZE = NS_KEY_SIZE + NS_VALUE_SIZE;
+
 function compareIndexes(current: NSIndex, rebuilt: NSIndex, findings: Findings): void {
   if (current.size !== rebuilt.size) {
     findings.error("index-count-mismatch", "Index object count mismatch.");
@@ -551,12 +553,22 @@ function compareIndexes(current: NSIndex, rebuilt: NSIndex, findings: Findings):
       findings.add("warning", "index-mismatch", line.trimEnd(), { segment: at[0], offset: at[1], id: hex }, true);
     }
   };
-  for (const [key, s, o] of rebuilt.entries()) {
-    const cur = current.get(key);
-    if (!cur || cur[0] !== s || cur[1] !== o) mismatch(key, [s, o], cur);
+  // Bucket by bucket over the tables themselves, with key views instead of copies: with
+  // millions of objects, per-entry arrays and key copies cost hundreds of MiB of garbage.
+  // Lookups in the other index may move its buckets (tombstone swaps), never the one walked.
+  const rb = rebuilt.bucketBytes();
+  for (let b = rebuilt.nextBucket(-1); b !== -1; b = rebuilt.nextBucket(b)) {
+    const key = rb.subarray(b * BUCKET_SIZE, b * BUCKET_SIZE + NS_KEY_SIZE);
+    const s = rebuilt.segmentAt(b);
+    const o = rebuilt.offsetAt(b);
+    const c = current.lookup(key);
+    if (c < 0) mismatch(key, [s, o], undefined);
+    else if (current.segmentAt(c) !== s || current.offsetAt(c) !== o) mismatch(key, [s, o], [current.segmentAt(c), current.offsetAt(c)]);
   }
-  for (const [key, s, o] of current.entries()) {
-    if (!rebuilt.has(key)) mismatch(key, undefined, [s, o]);
+  const cb = current.bucketBytes();
+  for (let b = current.nextBucket(-1); b !== -1; b = current.nextBucket(b)) {
+    const key = cb.subarray(b * BUCKET_SIZE, b * BUCKET_SIZE + NS_KEY_SIZE);
+    if (rebuilt.lookup(key) < 0) mismatch(key, undefined, [current.segmentAt(b), current.offsetAt(b)]);
   }
   if (findings.mismatches > MAX_MISMATCH_FINDINGS) {
     findings.add(
@@ -570,7 +582,10 @@ function compareIndexes(current: NSIndex, rebuilt: NSIndex, findings: Findings):
 /** Segments the committed index or the hints refer to that are not on disk. */
 function reportMissingSegments(current: NSIndex, hints: Hints | null, present: Set<number>, findings: Findings): void {
   const missing = new Map<number, number>();
-  for (const [, s] of current.entries()) if (!present.has(s)) missing.set(s, (missing.get(s) ?? 0) + 1);
+  for (let b = current.nextBucket(-1); b !== -1; b = current.nextBucket(b)) {
+    const s = current.segmentAt(b);
+    if (!present.has(s)) missing.set(s, (missing.get(s) ?? 0) + 1);
+  }
   if (hints) for (const [s, n] of hints.segments) if (n > 0 && !present.has(s) && !missing.has(s)) missing.set(s, 0);
   for (const [s, n] of [...missing].sort((a, b) => a[0] - b[0])) {
     findings.add(
