@@ -2,33 +2,19 @@
 // other, takes over after the other releases, removes the other's lock when its process died
 // (same host ID), and borg break-lock removes burg's lock.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LockTimeout } from "../../src/errors.ts";
 import { uniqueName } from "../../src/lock/format.ts";
-import { resetHostIdCache } from "../../src/lock/host-id.ts";
-import { RepositoryLock, releaseAllLocks } from "../../src/lock/lock.ts";
+import { RepositoryLock } from "../../src/lock/lock.ts";
 import { borgEnv, requireBorg, run, runAsync } from "../support/env.ts";
-import { borgInit, borgWithLock, burgHolder, captureLog, cleanupLockTests, lockTempDir } from "../support/locks.ts";
+import { borgInit, borgWithLock, burgHolder, captureLog, cleanupLockTests, useHostId, lockTempDir } from "../support/locks.ts";
 
 afterAll(cleanupLockTests);
 
 const HOST = "burg-interop-lock@3";
-let saved: string | undefined;
-
-beforeAll(() => {
-  saved = process.env.BORG_HOST_ID;
-  process.env.BORG_HOST_ID = HOST;
-  resetHostIdCache();
-});
-
-afterAll(() => {
-  releaseAllLocks();
-  if (saved === undefined) delete process.env.BORG_HOST_ID;
-  else process.env.BORG_HOST_ID = saved;
-  resetHostIdCache();
-});
+useHostId(HOST);
 
 function setup(): { home: string; repo: string; env: Record<string, string> } {
   const home = lockTempDir("burg-interop-lock-");

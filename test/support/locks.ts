@@ -10,6 +10,9 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { afterAll, beforeAll } from "bun:test";
+import { resetHostIdCache } from "../../src/lock/host-id.ts";
+import { releaseAllLocks } from "../../src/lock/lock.ts";
 import { log } from "../../src/util/log.ts";
 import type { LogSink } from "../../src/util/log.ts";
 import { BORG_PYTHON } from "./borg-python.ts";
@@ -20,6 +23,25 @@ const children = new Set<Subprocess>();
 const dirs: string[] = [];
 
 /** A fresh temporary directory, removed by cleanupLockTests(). */
+/**
+ * Run the calling test file with BORG_HOST_ID set to `hostId`; afterwards every lock is
+ * released and the previous value restored. Call it at the top level of a test file.
+ */
+export function useHostId(hostId: string): void {
+  let saved: string | undefined;
+  beforeAll(() => {
+    saved = process.env.BORG_HOST_ID;
+    process.env.BORG_HOST_ID = hostId;
+    resetHostIdCache();
+  });
+  afterAll(() => {
+    releaseAllLocks();
+    if (saved === undefined) delete process.env.BORG_HOST_ID;
+    else process.env.BORG_HOST_ID = saved;
+    resetHostIdCache();
+  });
+}
+
 export function lockTempDir(prefix = "burg-lock-"): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
   dirs.push(d);

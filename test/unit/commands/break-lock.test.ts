@@ -1,7 +1,7 @@
 // runBreakLock: reports holders (alive / dead / other host), breaks locks, refuses a live local
 // holder without --force, prints this host's ID with --show and no repository.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runBreakLock } from "../../../src/commands/break-lock.ts";
@@ -9,28 +9,14 @@ import type { BreakLockOptions } from "../../../src/commands/break-lock.ts";
 import { UsageError } from "../../../src/errors.ts";
 import { pythonJsonDumps, serializeRecord, uniqueName } from "../../../src/lock/format.ts";
 import type { ProcessId } from "../../../src/lock/format.ts";
-import { resetHostIdCache } from "../../../src/lock/host-id.ts";
 import { processStartTicks } from "../../../src/lock/liveness.ts";
-import { RepositoryLock, releaseAllLocks } from "../../../src/lock/lock.ts";
-import { cleanupLockTests, deadPid, liveProcess, lockTempDir } from "../../support/locks.ts";
+import { RepositoryLock } from "../../../src/lock/lock.ts";
+import { cleanupLockTests, useHostId, deadPid, liveProcess, lockTempDir } from "../../support/locks.ts";
 
 afterAll(cleanupLockTests);
 
 const HOST = "burg-unit-break@1";
-let saved: string | undefined;
-
-beforeAll(() => {
-  saved = process.env.BORG_HOST_ID;
-  process.env.BORG_HOST_ID = HOST;
-  resetHostIdCache();
-});
-
-afterAll(() => {
-  releaseAllLocks();
-  if (saved === undefined) delete process.env.BORG_HOST_ID;
-  else process.env.BORG_HOST_ID = saved;
-  resetHostIdCache();
-});
+useHostId(HOST);
 
 function call(opts: Partial<BreakLockOptions>) {
   const out: string[] = [];

@@ -8,29 +8,15 @@ import { join } from "node:path";
 import { LockError, LockFailed, LockTimeout, isLockError } from "../../../src/errors.ts";
 import { pythonJsonDumps, serializeRecord, uniqueName } from "../../../src/lock/format.ts";
 import type { LockRecord, ProcessId } from "../../../src/lock/format.ts";
-import { resetHostIdCache } from "../../../src/lock/host-id.ts";
 import { bootId, processStartTicks } from "../../../src/lock/liveness.ts";
 import { RepositoryLock, heldLockCount, releaseAllLocks } from "../../../src/lock/lock.ts";
-import { captureLog, cleanupLockTests, deadPid, liveProcess, lockTempDir } from "../../support/locks.ts";
+import { captureLog, cleanupLockTests, useHostId, deadPid, liveProcess, lockTempDir } from "../../support/locks.ts";
 
 afterAll(cleanupLockTests);
 
 const HOST = "burg-unit-lock@1";
 const OTHER = "some-other-host@2";
-let savedHostId: string | undefined;
-
-beforeAll(() => {
-  savedHostId = process.env.BORG_HOST_ID;
-  process.env.BORG_HOST_ID = HOST;
-  resetHostIdCache();
-});
-
-afterAll(() => {
-  releaseAllLocks();
-  if (savedHostId === undefined) delete process.env.BORG_HOST_ID;
-  else process.env.BORG_HOST_ID = savedHostId;
-  resetHostIdCache();
-});
+useHostId(HOST);
 
 afterEach(() => releaseAllLocks());
 
