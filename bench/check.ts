@@ -15,9 +15,11 @@
 // the table shows medians.
 
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, tmpdir, totalmem } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Repository } from "../src/repository/repository.ts";
+import { prng } from "../test/support/data.ts";
+import { machine } from "./lib.ts";
 import { formatFileSize } from "../src/util/size.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -43,10 +45,6 @@ interface Measured {
   maxRssKiB: number;
 }
 
-function machine(): string {
-  const root = readFileSync("/proc/mounts", "utf8").split("\n").find((l) => l.split(" ")[1] === "/") ?? "";
-  return `${cpus().length} x ${cpus()[0]?.model ?? "cpu"}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, root fs ${root.split(" ").slice(0, 3).join(" ")}, bun ${Bun.version}`;
-}
 
 /** Wall time here; CPU time (user + system) and peak RSS of the command from /usr/bin/time. */
 async function measure(cmd: string[]): Promise<Measured> {
@@ -58,19 +56,6 @@ async function measure(cmd: string[]): Promise<Measured> {
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed (${code}):\n${stderr}`);
   const [user, sys, rss] = readFileSync(out, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
   return { wallMs, cpuMs: (user! + sys!) * 1000, maxRssKiB: rss! };
-}
-
-/** xorshift32, so the repository is the same every run. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
 }
 
 async function buildRepository(): Promise<{ bytes: number; objects: number }> {
