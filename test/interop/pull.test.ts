@@ -7,9 +7,9 @@
 
 import { beforeAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { assertSameTree, makeSourceTree } from "../support/data.ts";
+import { assertSameTree, makeSourceTree, dirBytes } from "../support/data.ts";
 import { BURG, ROOT, borgEnv, requireBorg, requireBurg, run, runAsync, type RunResult } from "../support/env.ts";
 import { testScope } from "../support/scope.ts";
 import { waitUntil } from "../support/socket-server.ts";
@@ -159,17 +159,6 @@ async function forwardingOf(pullPid: number): Promise<[string, string]> {
     return false;
   }, "burg pull's ssh process");
   return found!;
-}
-
-function dirBytes(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let total = 0;
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    const st = statSync(p);
-    total += st.isDirectory() ? dirBytes(p) : st.size;
-  }
-  return total;
 }
 
 /** A FIFO that a writer fills with `bytes` random bytes once borg opens it. */

@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { assertSameTree, makeSourceTree } from "../support/data.ts";
+import { assertSameTree, makeSourceTree, dirBytes } from "../support/data.ts";
 import { BURG, borgEnv, requireBorg, requireBurg, run, runAsync, type RunResult } from "../support/env.ts";
 import { testScope } from "../support/scope.ts";
 import {
@@ -259,17 +259,6 @@ describe("burg socket serves many borg clients", () => {
     TIMEOUT,
   );
 });
-
-function dirBytes(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let total = 0;
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    const st = statSync(p);
-    total += st.isDirectory() ? dirBytes(p) : st.size;
-  }
-  return total;
-}
 
 describe("burg socket shutdown", () => {
   test(

@@ -1,6 +1,6 @@
 // Deterministic test data: source trees for borg create, and byte-for-byte tree comparison.
 
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync, lstatSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync, lstatSync } from "node:fs";
 import { join } from "node:path";
 
 /** A small deterministic PRNG (xorshift32) so failures reproduce. */
@@ -73,4 +73,16 @@ export function assertSameTree(a: string, b: string): void {
     if (Buffer.compare(Buffer.from(x), Buffer.from(y)) !== 0) throw new Error(`tree mismatch: ${n} differs`);
   }
   if (statSync(a).isDirectory() !== statSync(b).isDirectory()) throw new Error("tree mismatch: root kinds differ");
+}
+
+/** Total size of the files below dir (0 when it does not exist). */
+export function dirBytes(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  let total = 0;
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = statSync(p);
+    total += st.isDirectory() ? dirBytes(p) : st.size;
+  }
+  return total;
 }
