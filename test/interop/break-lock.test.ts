@@ -6,7 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { borgEnv, requireBorg, requireBurg, run, runAsync } from "../support/env.ts";
-import { borgInit, borgWithLock, cleanupLockTests, lockTempDir } from "../support/locks.ts";
+import { borgInit, borgWithLock, cleanupLockTests, killBorg, lockTempDir } from "../support/locks.ts";
 
 afterAll(cleanupLockTests);
 
@@ -25,17 +25,6 @@ function burgEnv(home: string, extra: Record<string, string> = {}): Record<strin
 
 function lockFiles(repo: string): string[] {
   return readdirSync(repo).filter((n) => n.startsWith("lock."));
-}
-
-async function killBorg(proc: { pid: number; kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> }) {
-  const kids = run(["pgrep", "-P", String(proc.pid)]).stdout.trim().split("\n").filter(Boolean);
-  proc.kill("SIGKILL");
-  await proc.exited;
-  for (const k of kids) {
-    try {
-      process.kill(Number(k), "SIGKILL");
-    } catch {}
-  }
 }
 
 describe("burg break-lock (dist/burg)", () => {

@@ -8,8 +8,8 @@ import { join } from "node:path";
 import { LockTimeout } from "../../src/errors.ts";
 import { uniqueName } from "../../src/lock/format.ts";
 import { RepositoryLock } from "../../src/lock/lock.ts";
-import { borgEnv, requireBorg, run, runAsync } from "../support/env.ts";
-import { borgInit, borgWithLock, burgHolder, captureLog, cleanupLockTests, useHostId, lockTempDir } from "../support/locks.ts";
+import { borgEnv, requireBorg, runAsync } from "../support/env.ts";
+import { borgInit, borgWithLock, burgHolder, captureLog, cleanupLockTests, killBorg, useHostId, lockTempDir } from "../support/locks.ts";
 
 afterAll(cleanupLockTests);
 
@@ -34,18 +34,6 @@ async function rejects(p: Promise<unknown>): Promise<unknown> {
     return e;
   }
   throw new Error("expected a rejection");
-}
-
-/** SIGKILL a borg process and the command it runs, leaving borg's lock behind. */
-async function killBorg(proc: { pid: number; kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> }) {
-  const kids = run(["pgrep", "-P", String(proc.pid)]).stdout.trim().split("\n").filter(Boolean);
-  proc.kill("SIGKILL");
-  await proc.exited;
-  for (const k of kids) {
-    try {
-      process.kill(Number(k), "SIGKILL");
-    } catch {}
-  }
 }
 
 describe("burg and borg on one repository", () => {

@@ -42,6 +42,18 @@ export function useHostId(hostId: string): void {
   });
 }
 
+/** SIGKILL a borg process and the command it runs, leaving borg's lock behind. */
+export async function killBorg(proc: { pid: number; kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> }) {
+  const kids = run(["pgrep", "-P", String(proc.pid)]).stdout.trim().split("\n").filter(Boolean);
+  proc.kill("SIGKILL");
+  await proc.exited;
+  for (const k of kids) {
+    try {
+      process.kill(Number(k), "SIGKILL");
+    } catch {}
+  }
+}
+
 export function lockTempDir(prefix = "burg-lock-"): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
   dirs.push(d);
