@@ -1,7 +1,9 @@
 // Check benchmark: `burg check` against `borg check --repository-only` on the same repository in
-// the same run, with warm and cold page cache, next to `cat` and `dd` of the segment files as
-// the disk's sequential read ceiling. Prints wall time, MB/s, the checking process's CPU time
-// and peak RSS (rusage of the child), and the ratios. Run: npm run bench:check
+// the same run, with warm and cold page cache, next to plain readers of the segment files as the
+// disk's sequential read ceiling: `cat` and `dd`, and cold also `dd iflag=direct` and fio with
+// O_DIRECT reads queued 4 and 16 deep (if fio is installed), as buffered reads of a cold file
+// can be much slower than the disk. Prints wall time, MB/s, the checking process's CPU time and
+// peak RSS (rusage of the child), and the ratios. Run: npm run bench:check
 //
 // The repository (default 2.2 GiB, BENCH_CHECK_GIB) is written with burg's engine: random,
 // incompressible objects, most bytes in objects of 256 KiB..4 MiB and some in 1..64 KiB ones (as
@@ -114,14 +116,35 @@ function warm(files: string[]): void {
   Bun.spawnSync(["sh", "-c", 'cat "$@" > /dev/null', "sh", ...files]);
 }
 
-type Tool = "burg check" | "borg check --repository-only" | "cat" | "dd bs=16M";
+type Tool =
+  | "burg check"
+  | "borg check --repository-only"
+  | "cat"
+  | "dd bs=16M"
+  | "dd bs=16M iflag=direct"
+  | "fio direct bs=4M qd=4"
+  | "fio direct bs=4M qd=16";
+
+/** The readers that measure the disk (and page cache) rather than check anything. */
+const REFERENCES: readonly Tool[] = ["cat", "dd bs=16M", "dd bs=16M iflag=direct", "fio direct bs=4M qd=4", "fio direct bs=4M qd=16"];
+/** Readers that bypass the page cache: only meaningful cold. */
+const DIRECT_ONLY: readonly Tool[] = ["dd bs=16M iflag=direct", "fio direct bs=4M qd=4", "fio direct bs=4M qd=16"];
 
 async function runTool(tool: Tool, files: string[]): Promise<Measured> {
   let cmd: string[];
   if (tool === "burg check") cmd = [BURG, "check", repoPath];
   else if (tool === "borg check --repository-only") cmd = ["borg", "check", "--repository-only", repoPath];
   else if (tool === "cat") cmd = ["sh", "-c", 'cat "$@" > /dev/null', "sh", ...files];
-  else cmd = ["sh", "-c", 'for f; do dd if="$f" of=/dev/null bs=16M status=none; done', "sh", ...files];
+  else if (tool.startsWith("dd")) {
+    const flags = tool.endsWith("iflag=direct") ? " iflag=direct" : "";
+    cmd = ["sh", "-c", `for f; do dd if="$f" of=/dev/null bs=16M${flags} status=none; done`, "sh", ...files];
+  } else {
+    // fio reads the files one after the other (file_service_type=sequential) with `qd` 4 MiB
+    // O_DIRECT reads queued through libaio: what the disk delivers to a reader that keeps it busy.
+    const qd = tool.split("qd=")[1]!;
+    cmd = ["fio", "--name=seq", "--rw=read", "--bs=4M", "--direct=1", "--ioengine=libaio", `--iodepth=${qd}`,
+      "--file_service_type=sequential", `--filename=${files.join(":")}`, "--output=/dev/null"];
+  }
   return measure(cmd);
 }
 
@@ -171,15 +194,25 @@ try {
   );
   console.log(`runs: median of ${WARM_RUNS} warm and ${COLD_RUNS} cold runs per row; load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
 
-  const tools: Tool[] = ["burg check", "borg check --repository-only", "cat", "dd bs=16M"];
+  const hasFio = Bun.spawnSync(["fio", "--version"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+  if (!hasFio) console.log("fio is not installed: the cold disk ceiling comes from cat and dd only (apt-get install fio)");
+  const tools: Tool[] = [
+    "burg check",
+    "borg check --repository-only",
+    "cat",
+    "dd bs=16M",
+    "dd bs=16M iflag=direct",
+    ...(hasFio ? (["fio direct bs=4M qd=4", "fio direct bs=4M qd=16"] as Tool[]) : []),
+  ];
   const results: Result[] = [];
   const order = prng(7);
   // Rounds with the tools in a new random order each time, so drifts and bursts of load from
   // elsewhere do not always hit the same tool.
   const rounds = async (cache: "warm" | "cold", n: number) => {
     const runs = new Map<Tool, Result[]>();
+    const these = cache === "warm" ? tools.filter((t) => !DIRECT_ONLY.includes(t)) : tools;
     for (let i = 0; i < n; i++) {
-      const shuffled = [...tools].sort(() => order() - 0.5);
+      const shuffled = [...these].sort(() => order() - 0.5);
       for (const t of shuffled) {
         if (cache === "cold") {
           dropCaches();
@@ -190,7 +223,7 @@ try {
         runs.set(t, [...(runs.get(t) ?? []), await series(t, cache, 1, files)]);
       }
     }
-    for (const t of tools) results.push(merge(runs.get(t)!));
+    for (const t of these) results.push(merge(runs.get(t)!));
   };
   await rounds("warm", WARM_RUNS);
   dropCaches();
@@ -201,7 +234,7 @@ try {
   console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const r of results) {
     const borg = results.find((x) => x.cache === r.cache && x.tool === "borg check --repository-only")!;
-    const ceiling = Math.min(...results.filter((x) => x.cache === r.cache && (x.tool === "cat" || x.tool === "dd bs=16M")).map((x) => x.wallMs));
+    const ceiling = Math.min(...results.filter((x) => x.cache === r.cache && REFERENCES.includes(x.tool)).map((x) => x.wallMs));
     const isCheck = r.tool.includes("check");
     console.log(
       `| ${r.tool} | ${r.cache} | ${(r.wallMs / 1000).toFixed(3)} s | ${(total / (r.wallMs / 1000) / 1e6).toFixed(0)} MB/s | ` +
@@ -210,7 +243,7 @@ try {
     );
   }
   console.log(`\nload average after: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
-  console.log("vs borg: borg's wall time / this tool's (higher is faster); vs disk ceiling: this tool's throughput / the faster of cat and dd.");
+  console.log("vs borg: borg's wall time / this tool's (higher is faster); vs disk ceiling: this tool's throughput / the fastest plain reader (cat, dd, and cold also O_DIRECT dd and fio).");
   console.log("all runs (s):");
   for (const r of results) console.log(`  ${r.tool} ${r.cache}: ${r.runs.map((x) => (x / 1000).toFixed(3)).join(" ")}`);
 } finally {

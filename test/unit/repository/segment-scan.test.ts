@@ -4,11 +4,12 @@
 // and read depth (so entries, headers and keys straddling chunk boundaries are covered).
 
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { TAG_COMMIT } from "../../../src/repository/format.ts";
-import { ReadPipeline, scanSegments } from "../../../src/repository/segment-scan.ts";
+import { ReadPipeline, scanSegments, type PipelineOptions } from "../../../src/repository/segment-scan.ts";
 import { SegmentStore } from "../../../src/repository/segments.ts";
+import { Residency, dropFromPageCache } from "../../../src/util/direct-io.ts";
 import { toHex } from "../../../src/util/hex.ts";
 import { borgPython } from "../../support/borg-python.ts";
 import { prng, randomBytes } from "../../support/data.ts";
@@ -187,6 +188,105 @@ describe("segment scan", () => {
     await pipeline.close();
     expect(lasts).toEqual(contents.map(() => 1));
     for (let i = 0; i < contents.length; i++) expect(Buffer.from(got[i]!).equals(Buffer.from(contents[i]!))).toBe(true);
+  });
+
+  /** Files of awkward sizes (none a multiple of the 4 KiB alignment but the empty one), written and synced. */
+  function awkwardFiles(dir: string): { paths: string[]; contents: Uint8Array[] } {
+    const rand = prng(21);
+    const paths: string[] = [];
+    const contents: Uint8Array[] = [];
+    for (const n of [0, 3, 4095, 4097, 70_001, 300_007, 65_536 * 3 + 1]) {
+      const p = join(dir, `f${paths.length}`);
+      const c = randomBytes(rand, n);
+      writeFileSync(p, c);
+      const fd = openSync(p, "r");
+      fsyncSync(fd);
+      closeSync(fd);
+      paths.push(p);
+      contents.push(c);
+    }
+    return { paths, contents };
+  }
+
+  async function readAll(paths: string[], opts: PipelineOptions): Promise<{ got: Buffer[]; pipeline: ReadPipeline }> {
+    const pipeline = new ReadPipeline(paths, opts);
+    const got = paths.map(() => [] as Uint8Array[]);
+    for (;;) {
+      const c = await pipeline.next();
+      if (!c) break;
+      expect(c.error).toBeNull();
+      expect(c.position).toBe(got[c.file]!.reduce((n, b) => n + b.length, 0));
+      got[c.file]!.push(c.bytes.slice());
+    }
+    await pipeline.close();
+    return { got: got.map((parts) => Buffer.concat(parts)), pipeline };
+  }
+
+  test("direct reads deliver the same bytes, including the unaligned ends of files", async () => {
+    const dir = tempDir();
+    const { paths, contents } = awkwardFiles(dir);
+    for (const [chunkSize, depth] of [[4096, 1], [8192, 3], [65_536, 4]] as const) {
+      const { got, pipeline } = await readAll(paths, { chunkSize, depth, io: "direct" });
+      for (let i = 0; i < contents.length; i++) expect(got[i]!.equals(Buffer.from(contents[i]!))).toBe(true);
+      // Files above 64 KiB (or one chunk) are read by the pipeline; smaller ones synchronously.
+      const piped = contents.filter((c) => c.length > Math.min(65_536, chunkSize));
+      expect(pipeline.stats.directBytes).toBe(piped.reduce((n, c) => n + c.length, 0));
+      expect(pipeline.stats.bufferedBytes).toBe(0);
+    }
+  });
+
+  test("auto: chunks in the page cache are read buffered, the others directly", async () => {
+    const dir = tempDir();
+    const { paths, contents } = awkwardFiles(dir);
+    const big = paths[5]!; // 300_007 bytes
+    // Freshly written: all cached, so nothing is read directly.
+    const warm = await readAll([big], { chunkSize: 65_536 });
+    expect(warm.got[0]!.equals(Buffer.from(contents[5]!))).toBe(true);
+    expect(warm.pipeline.stats).toEqual({ directBytes: 0, bufferedBytes: 300_007 });
+    // Dropped from the page cache: every chunk is read directly.
+    const fd = openSync(big, "r");
+    expect(dropFromPageCache(fd)).toBe(true);
+    const probe = Residency.open(fd, 300_007, big)!;
+    expect(probe.cached(0, 300_007)).toBe(false);
+    probe.close();
+    closeSync(fd);
+    const cold = await readAll([big], { chunkSize: 65_536 });
+    expect(cold.got[0]!.equals(Buffer.from(contents[5]!))).toBe(true);
+    expect(cold.pipeline.stats).toEqual({ directBytes: 300_007, bufferedBytes: 0 });
+    // Direct reads do not fill the page cache. Cached again by a buffered read, then the tail
+    // dropped: the first two chunks are read buffered, the rest directly.
+    const fd2 = openSync(big, "r");
+    readSync(fd2, new Uint8Array(300_007), 0, 300_007, 0);
+    expect(dropFromPageCache(fd2, 131_072)).toBe(true);
+    const probe2 = Residency.open(fd2, 300_007, big)!;
+    expect([probe2.cached(0, 131_072), probe2.cached(131_072, 65_536)]).toEqual([true, false]);
+    probe2.close();
+    closeSync(fd2);
+    const mixed = await readAll([big], { chunkSize: 65_536 });
+    expect(mixed.got[0]!.equals(Buffer.from(contents[5]!))).toBe(true);
+    expect(mixed.pipeline.stats).toEqual({ directBytes: 300_007 - 131_072, bufferedBytes: 131_072 });
+  });
+
+  test("a file system that refuses O_DIRECT: the reads fall back to buffered ones", async () => {
+    const dir = tempDir();
+    const { paths, contents } = awkwardFiles(dir);
+    let refused = 0;
+    const openDirect = (): number => {
+      refused++;
+      throw Object.assign(new Error("EINVAL: invalid argument, open"), { code: "EINVAL" });
+    };
+    const { got, pipeline } = await readAll(paths, { chunkSize: 8192, io: "direct", openDirect });
+    for (let i = 0; i < contents.length; i++) expect(got[i]!.equals(Buffer.from(contents[i]!))).toBe(true);
+    expect(refused).toBe(1); // then direct reads are off for the rest of the pipeline
+    expect(pipeline.stats.directBytes).toBe(0);
+  });
+
+  test("unaligned chunk sizes never read directly", async () => {
+    const dir = tempDir();
+    const { paths, contents } = awkwardFiles(dir);
+    const { got, pipeline } = await readAll(paths, { chunkSize: 30_000, io: "direct" });
+    for (let i = 0; i < contents.length; i++) expect(got[i]!.equals(Buffer.from(contents[i]!))).toBe(true);
+    expect(pipeline.stats.directBytes).toBe(0);
   });
 
   test("skipping a file drops its remaining chunks", async () => {
