@@ -19,7 +19,7 @@ import {
 import { join } from "node:path";
 import { IntegrityError } from "../errors.ts";
 import { bytesEqual } from "../util/hex.ts";
-import { isErrno, safeUnlink, saveFileAtomic, syncDir, writeAll } from "../util/fs.ts";
+import { AtomicFile, isErrno, safeUnlink, saveFileAtomic, syncDir, writeAll } from "../util/fs.ts";
 import {
   COMMIT_ENTRY,
   HEADER_SIZE,
@@ -507,50 +507,38 @@ export class SegmentStore {
     const filename = this.segmentFilename(segment);
     this.dropReadFd(segment);
     const size = statSync(filename).size;
-    const out: Uint8Array[] = [MAGIC];
-    if (size >= MAGIC_LEN + HEADER_SIZE) {
-      const fd = openSync(filename, fsc.O_RDONLY);
-      let d: Uint8Array;
-      try {
-        d = new Uint8Array(size);
-        let got = 0;
-        while (got < size) {
-          const n = readSync(fd, d, got, size - got, got);
-          if (n === 0) break;
-          got += n;
+    const out = new AtomicFile(filename);
+    try {
+      out.write(MAGIC);
+      if (size >= MAGIC_LEN + HEADER_SIZE) {
+        const fd = openSync(filename, fsc.O_RDONLY);
+        try {
+          // One read buffer that grows to the largest entry tried (at most MAX_OBJECT_SIZE), not
+          // the whole segment: a damaged segment can be hundreds of MB.
+          const reader = new ChunkReader(fd, size, READ_CHUNK);
+          let p = 0;
+          for (let h = reader.view(p, HEADER_SIZE); h !== null; h = reader.view(p, HEADER_SIZE)) {
+            const crc = (h[0]! | (h[1]! << 8) | (h[2]! << 16) | (h[3]! << 24)) >>> 0;
+            const esize = (h[4]! | (h[5]! << 8) | (h[6]! << 16) | (h[7]! << 24)) >>> 0;
+            const tag = h[8]!;
+            const entry =
+              esize > MAX_OBJECT_SIZE || tag > MAX_TAG_ID || esize < HEADER_SIZE ? null : reader.view(p, esize);
+            if (entry === null || (crc32(entry.subarray(4)) >>> 0) !== crc) {
+              p += 1;
+              continue;
+            }
+            out.write(entry);
+            p += esize;
+          }
+        } finally {
+          closeSync(fd);
         }
-        d = d.subarray(0, got);
-      } finally {
-        closeSync(fd);
       }
-      const dv = new DataView(d.buffer, d.byteOffset, d.byteLength);
-      let p = 0;
-      while (d.length - p >= HEADER_SIZE) {
-        const crc = dv.getUint32(p, true);
-        const esize = dv.getUint32(p + 4, true);
-        const tag = d[p + 8]!;
-        if (
-          esize > MAX_OBJECT_SIZE ||
-          tag > MAX_TAG_ID ||
-          esize < HEADER_SIZE ||
-          esize > d.length - p ||
-          (crc32(d.subarray(p + 4, p + esize)) >>> 0) !== crc
-        ) {
-          p += 1;
-          continue;
-        }
-        out.push(d.subarray(p, p + esize));
-        p += esize;
-      }
+    } catch (e) {
+      out.abort();
+      throw e;
     }
-    const total = out.reduce((n, b) => n + b.length, 0);
-    const joined = new Uint8Array(total);
-    let o = 0;
-    for (const b of out) {
-      joined.set(b, o);
-      o += b.length;
-    }
-    saveFileAtomic(filename, joined);
+    out.commit();
   }
 }
 

@@ -48,34 +48,61 @@ export function writeAll(fd: number, data: Uint8Array, position?: number): void 
 }
 
 /**
- * Replace `path` atomically: write a temp file in the same directory, fsync it, rename it over
- * `path`, fsync the directory. Readers see the old or the new content, never a mix.
+ * A replacement of `path` written piece by piece: write() appends to a temp file in the same
+ * directory; commit() fsyncs it, renames it over `path` and fsyncs the directory, so readers see
+ * the old or the new content, never a mix; abort() removes the temp file and leaves `path` alone.
  */
+export class AtomicFile {
+  readonly path: string;
+  private readonly tmp: string;
+  private fd: number;
+
+  constructor(path: string, mode = 0o666) {
+    this.path = path;
+    this.tmp = join(dirname(path), `${basename(path)}-${randomBytes(6).toString("hex")}.tmp`);
+    this.fd = openSync(this.tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
+  }
+
+  write(data: Uint8Array): void {
+    writeAll(this.fd, data);
+  }
+
+  commit(): void {
+    try {
+      fdatasyncSync(this.fd);
+      closeSync(this.fd);
+      this.fd = -1;
+      renameSync(this.tmp, this.path);
+    } catch (e) {
+      this.abort();
+      throw e;
+    }
+    syncDir(dirname(this.path));
+  }
+
+  abort(): void {
+    if (this.fd >= 0) {
+      try {
+        closeSync(this.fd);
+      } catch {}
+      this.fd = -1;
+    }
+    try {
+      unlinkSync(this.tmp);
+    } catch {}
+  }
+}
+
+/** Replace `path` atomically with `data` (see AtomicFile). */
 export function saveFileAtomic(path: string, data: Uint8Array | string, mode = 0o666): void {
-  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  const dir = dirname(path);
-  const tmp = join(dir, `${basename(path)}-${randomBytes(6).toString("hex")}.tmp`);
-  const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
+  const f = new AtomicFile(path, mode);
   try {
-    writeAll(fd, bytes);
-    fdatasyncSync(fd);
+    f.write(typeof data === "string" ? new TextEncoder().encode(data) : data);
   } catch (e) {
-    closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {}
+    f.abort();
     throw e;
   }
-  closeSync(fd);
-  try {
-    renameSync(tmp, path);
-  } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {}
-    throw e;
-  }
-  syncDir(dir);
+  f.commit();
 }
 
 /**
