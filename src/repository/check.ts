@@ -23,7 +23,7 @@ import { log } from "../util/log.ts";
 import { toHex } from "../util/hex.ts";
 import { PercentSteps } from "../util/progress.ts";
 import { saveConfig } from "./config.ts";
-import { NS_KEY_SIZE, NS_VALUE_SIZE, type NSIndex } from "./hashindex.ts";
+import { NSIndex } from "./hashindex.ts";
 import { readHints, readIntegrityFile, type Hints } from "./hints.ts";
 import { readIndexFile, type IntegrityParts } from "./integrity.ts";
 import type { Repository } from "./repository.ts";
@@ -187,8 +187,11 @@ function describe(e: unknown): string {
 interface Diagnosis {
   segmentsTid: number | null;
   indexTid: number | null;
-  /** The committed index, verified against integrity.N, when it belongs to the last commit. */
-  index: NSIndex | null;
+  /**
+   * The committed index file, when it belongs to the last commit and was read and verified
+   * against integrity.N: its shape, and how to read it again (it is not held meanwhile).
+   */
+  index: { size: number; numBuckets: number; read: () => NSIndex } | null;
   hints: Hints | null;
 }
 
@@ -263,8 +266,9 @@ function diagnose(repo: Repository, all: readonly number[], findings: Findings):
   const indexFile = `index.${indexTid}`;
   if (integrityUsable) {
     try {
-      const index = quietly(() => readIndexFile(`${repo.path}/${indexFile}`, indexIntegrity));
-      if (indexTid === segmentsTid) diag.index = index;
+      const read = () => quietly(() => readIndexFile(`${repo.path}/${indexFile}`, indexIntegrity));
+      const index = read();
+      if (indexTid === segmentsTid) diag.index = { size: index.size, numBuckets: index.numBuckets, read };
     } catch (e) {
       findings.add("warning", "index-damaged", `${indexFile} is damaged: ${describe(e)}`, { file: indexFile });
     }
@@ -332,21 +336,31 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   const diag = diagnose(repo, io.listSegments(), findings);
 
   // borg's determination of the transaction, including its recoveries (replay, index rebuild).
+  // Memory: with millions of objects each index is tens of MB. The committed one, when it came
+  // straight from its verified file, is not held during the scan but read again for the
+  // comparison, so the two indexes are held together only at the end, not while segment
+  // entries and read buffers are held too. The rebuilt one gets the committed one's table size
+  // up front: growing it step by step would leave every smaller table behind as garbage.
   let transactionId: number | null;
-  let currentIndex: NSIndex | null;
+  let currentIndex: NSIndex | null = null;
+  let committed: { size: number; numBuckets: number } | null = null;
   try {
     if (diag.index !== null) {
       // The committed index was just read and verified: what borg's calls would return.
       transactionId = diag.indexTid;
-      currentIndex = diag.index;
+      committed = diag.index;
+      // Let the copy diagnose() read go before the rebuilt one is allocated (a full collection
+      // takes milliseconds; only worth it for a big table).
+      if (committed.numBuckets * 40 > 16 << 20) Bun.gc(true);
     } else {
       transactionId = await repo.getTransactionId();
       currentIndex = await repo.openIndex(transactionId);
+      committed = { size: currentIndex.size, numBuckets: currentIndex.numBuckets };
     }
     log.debug(`Read committed index of transaction ${transactionId}`, LOGGER);
   } catch (e) {
     transactionId = io.segmentsTransactionId();
-    currentIndex = null;
+    currentIndex = committed = null;
     log.debug(`Failed to read committed index (${describe(e)})`, LOGGER);
   }
   if (transactionId === null) {
@@ -363,7 +377,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
     return finish();
   }
   report.transactionId = transactionId;
-  report.objects.committed = currentIndex ? currentIndex.size : null;
+  report.objects.committed = committed ? committed.size : null;
   if (opts.repair) {
     for (const s of io.listSegments({ start: transactionId + 1 })) {
       findings.add("info", "segment-removed", `Removed segment ${s}: it is not part of a committed transaction.`, {
@@ -376,6 +390,11 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   log.debug(`Segment transaction is    ${segmentsTransactionId}`, LOGGER);
   log.debug(`Determined transaction is ${transactionId}`, LOGGER);
   await repo.prepareTxn(null);
+  if (committed) {
+    const rebuilt = NSIndex.create(committed.numBuckets);
+    rebuilt.shrinkOnDelete = false;
+    repo.index = rebuilt;
+  }
   const all = io.listSegments();
   report.segments.total = all.length;
   log.debug(`Found ${all.length} segments`, LOGGER);
@@ -503,8 +522,10 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
 
   if (!partial) {
     log.info("Starting repository index check", LOGGER);
+
     const rebuilt = repo.index!;
     report.objects.rebuilt = rebuilt.size;
+    if (!currentIndex && diag.index && diag.index.size > 0 && !opts.repair) currentIndex = diag.index.read();
     if (currentIndex && currentIndex.size > 0 && !opts.repair) {
       compareIndexes(currentIndex, rebuilt, findings);
       reportMissingSegments(currentIndex, diag.hints, new Set(all), findings);
@@ -534,8 +555,6 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
 }
 
 /** borg's comparison of the committed index with the one rebuilt from the segments. */
-const BUCKET_SIZE = NS_KEY_SIZE + NS_VALUE_SIZE;
-
 function compareIndexes(current: NSIndex, rebuilt: NSIndex, findings: Findings): void {
   if (current.size !== rebuilt.size) {
     findings.error("index-count-mismatch", "Index object count mismatch.");
@@ -553,22 +572,21 @@ function compareIndexes(current: NSIndex, rebuilt: NSIndex, findings: Findings):
       findings.add("warning", "index-mismatch", line.trimEnd(), { segment: at[0], offset: at[1], id: hex }, true);
     }
   };
-  // Bucket by bucket over the tables themselves, with key views instead of copies: with
-  // millions of objects, per-entry arrays and key copies cost hundreds of MiB of garbage.
-  // Lookups in the other index may move its buckets (tombstone swaps), never the one walked.
-  const rb = rebuilt.bucketBytes();
+  // Bucket by bucket over the tables themselves, looking each key up straight from the other
+  // table's words: with millions of objects, even a key view per entry is hundreds of MiB of
+  // garbage. Only mismatches copy their key. Lookups in the other index may move its buckets
+  // (tombstone swaps), never the one walked.
   for (let b = rebuilt.nextBucket(-1); b !== -1; b = rebuilt.nextBucket(b)) {
-    const key = rb.subarray(b * BUCKET_SIZE, b * BUCKET_SIZE + NS_KEY_SIZE);
     const s = rebuilt.segmentAt(b);
     const o = rebuilt.offsetAt(b);
-    const c = current.lookup(key);
-    if (c < 0) mismatch(key, [s, o], undefined);
-    else if (current.segmentAt(c) !== s || current.offsetAt(c) !== o) mismatch(key, [s, o], [current.segmentAt(c), current.offsetAt(c)]);
+    const c = current.lookupBucketOf(rebuilt, b);
+    if (c < 0) mismatch(rebuilt.keyAt(b), [s, o], undefined);
+    else if (current.segmentAt(c) !== s || current.offsetAt(c) !== o) {
+      mismatch(rebuilt.keyAt(b), [s, o], [current.segmentAt(c), current.offsetAt(c)]);
+    }
   }
-  const cb = current.bucketBytes();
   for (let b = current.nextBucket(-1); b !== -1; b = current.nextBucket(b)) {
-    const key = cb.subarray(b * BUCKET_SIZE, b * BUCKET_SIZE + NS_KEY_SIZE);
-    if (rebuilt.lookup(key) < 0) mismatch(key, undefined, [current.segmentAt(b), current.offsetAt(b)]);
+    if (rebuilt.lookupBucketOf(current, b) < 0) mismatch(current.keyAt(b), undefined, [current.segmentAt(b), current.offsetAt(b)]);
   }
   if (findings.mismatches > MAX_MISMATCH_FINDINGS) {
     findings.add(

@@ -262,6 +262,13 @@ export class NSIndex {
     );
   }
 
+  /** lookup() of the key in bucket `bucket` of `other`, without copying it out. */
+  lookupBucketOf(other: NSIndex, bucket: number): number {
+    const w = other.w;
+    const base = bucket * BUCKET_WORDS;
+    return this.find(w[base]!, w[base + 1]!, w[base + 2]!, w[base + 3]!, w[base + 4]!, w[base + 5]!, w[base + 6]!, w[base + 7]!);
+  }
+
   /** Segment stored in a used bucket (raw: no MAX_VALUE check). */
   segmentAt(bucket: number): number {
     return this.w[bucket * BUCKET_WORDS + SEG_WORD]! >>> 0;
@@ -311,13 +318,19 @@ export class NSIndex {
     );
   }
 
+  /**
+   * false: deletes never shrink the table. For an index rebuilt into a table sized up front
+   * (the check's), where shrinking while it is still filling would only resize it twice.
+   */
+  shrinkOnDelete = true;
+
   /** Remove `key`; false when it was not there (borg raises KeyError). May shrink the table. */
   delete(key: Uint8Array): boolean {
     const b = this.lookup(key);
     if (b < 0) return false;
     this.w[b * BUCKET_WORDS + SEG_WORD] = DELETED;
     this.nEntries--;
-    if (this.nEntries < this.lower) this.resize(shrinkSize(this.nBuckets));
+    if (this.nEntries < this.lower && this.shrinkOnDelete) this.resize(shrinkSize(this.nBuckets));
     return true;
   }
 
