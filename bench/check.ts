@@ -10,6 +10,10 @@
 // borg's chunks of large and small files), committed every 256 MiB. BENCH_DIR picks the
 // directory (and so the disk); it is removed afterwards unless BENCH_KEEP=1.
 //
+// Part two (BENCH_CHECK_OBJECTS, default 1,000,000; 0 skips it) checks a repository of that many
+// 300-byte objects, once committed every 200,000 objects (several segments) and once in a single
+// segment: there the two indexes and the per-segment entry lists dominate time and memory.
+//
 // Cold runs drop the page cache before each run (`echo 3 > /proc/sys/vm/drop_caches`), which
 // needs root; without it the cold rows are skipped and the output says so. After a drop the
 // run waits 3 s (see SETTLE_MS). "Warm" means the segment files were read just before the run
@@ -30,6 +34,8 @@ const GIB = Number(process.env.BENCH_CHECK_GIB ?? 2.2);
 const WARM_RUNS = Number(process.env.BENCH_WARM_RUNS ?? 5);
 const COLD_RUNS = Number(process.env.BENCH_COLD_RUNS ?? 5);
 const SETTLE_MS = 3000;
+/** Part two: a repository of this many small objects, where the indexes dominate memory. */
+const MANY = Number(process.env.BENCH_CHECK_OBJECTS ?? 1_000_000);
 const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "burg-bench-check-"));
 const repoPath = join(dir, "repo");
 const env: Record<string, string> = {
@@ -58,6 +64,50 @@ async function measure(cmd: string[]): Promise<Measured> {
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed (${code}):\n${stderr}`);
   const [user, sys, rss] = readFileSync(out, "utf8").trim().split("\n").pop()!.split(" ").map(Number);
   return { wallMs, cpuMs: (user! + sys!) * 1000, maxRssKiB: rss! };
+}
+
+/** `count` objects of 300 random bytes, committed every `commitEvery` objects. */
+async function buildSmallObjects(path: string, count: number, commitEvery: number): Promise<void> {
+  const repo = await Repository.open(path, { create: true, exclusive: true, lockWait: 1 });
+  const id = new Uint8Array(32);
+  const data = new Uint8Array(300);
+  try {
+    for (let i = 1; i <= count; i++) {
+      crypto.getRandomValues(id);
+      crypto.getRandomValues(data);
+      await repo.put(id, data);
+      if (i % commitEvery === 0) await repo.commit({ compact: false });
+    }
+    await repo.commit({ compact: false });
+  } finally {
+    repo.close();
+  }
+}
+
+async function manySmallObjects(): Promise<void> {
+  const runs = Math.max(1, Math.min(WARM_RUNS, 3));
+  console.log(`\n## ${MANY.toLocaleString("en")} objects of 300 bytes (warm, median of ${runs} runs)\n`);
+  console.log("| layout | burg check | borg check --repository-only | burg/borg | burg peak RSS | borg peak RSS | burg/borg RSS |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const [layout, every] of [["committed every 200,000 objects", 200_000], ["one segment", MANY]] as const) {
+    const path = join(dir, `many-${every}`);
+    await buildSmallObjects(path, MANY, every);
+    const files = [...new Bun.Glob("data/*/*").scanSync({ cwd: path })].map((f) => join(path, f));
+    const m = { burg: [] as Measured[], borg: [] as Measured[] };
+    for (let i = 0; i < runs; i++) {
+      warm(files);
+      m.burg.push(await measure([BURG, "check", path]));
+      warm(files);
+      m.borg.push(await measure(["borg", "check", "--repository-only", path]));
+    }
+    const wall = (xs: Measured[]) => median(xs.map((x) => x.wallMs)) / 1000;
+    const rss = (xs: Measured[]) => Math.max(...xs.map((x) => x.maxRssKiB)) / 1024;
+    console.log(
+      `| ${layout} | ${wall(m.burg).toFixed(2)} s | ${wall(m.borg).toFixed(2)} s | ${(wall(m.burg) / wall(m.borg)).toFixed(2)} | ` +
+        `${rss(m.burg).toFixed(0)} MiB | ${rss(m.borg).toFixed(0)} MiB | ${(rss(m.burg) / rss(m.borg)).toFixed(2)} |`,
+    );
+    rmSync(path, { recursive: true, force: true });
+  }
 }
 
 async function buildRepository(): Promise<{ bytes: number; objects: number }> {
@@ -246,6 +296,8 @@ try {
   console.log("vs borg: borg's wall time / this tool's (higher is faster); vs disk ceiling: this tool's throughput / the fastest plain reader (cat, dd, and cold also O_DIRECT dd and fio).");
   console.log("all runs (s):");
   for (const r of results) console.log(`  ${r.tool} ${r.cache}: ${r.runs.map((x) => (x / 1000).toFixed(3)).join(" ")}`);
+
+  if (MANY > 0) await manySmallObjects();
 } finally {
   if (process.env.BENCH_KEEP !== "1") rmSync(dir, { recursive: true, force: true });
   else console.log(`kept ${dir}`);
