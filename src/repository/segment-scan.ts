@@ -29,6 +29,7 @@ import {
   TAG_PUT,
 } from "./format.ts";
 import type { SegmentEntry } from "./segments.ts";
+import { crc32Of, crc32Range } from "../util/crc32.ts";
 import { alignedBuffer, alignUp, DIRECT_ALIGN, directIoAvailable, O_DIRECT, Residency } from "../util/direct-io.ts";
 
 const crc32 = Bun.hash.crc32;
@@ -237,10 +238,15 @@ export class EntryParser {
             hp = 0;
           }
           if (!this.startEntry(h, hp)) return false;
-          // The common case: the whole body is in this chunk.
+          // The common case: the whole entry is in this chunk. The key is copied by hand and
+          // small bodies are checked by crc32Range: no view is made per small entry.
           if (this.bodyLeft <= n - p) {
-            if (this.keyWant) this.entries.keys.set(chunk.subarray(p, p + KEY_SIZE), this.entries.count * KEY_SIZE);
-            this.crc = crc32(chunk.subarray(p, p + this.bodyLeft), this.crc);
+            if (this.keyWant) {
+              const keys = this.entries.keys;
+              const k = this.entries.count * KEY_SIZE;
+              for (let j = 0; j < KEY_SIZE; j++) keys[k + j] = chunk[p + j]!;
+            }
+            this.crc = crc32Of(chunk, p, p + this.bodyLeft, this.crc);
             p += this.bodyLeft;
             this.pos += this.bodyLeft;
             this.bodyLeft = 0;
@@ -290,7 +296,7 @@ export class EntryParser {
     this.entrySize = size;
     this.entryTag = tag;
     this.expectedCrc = crc;
-    this.crc = crc32(h.subarray(hp + 4, hp + HEADER_SIZE));
+    this.crc = crc32Range(h, hp + 4, hp + HEADER_SIZE);
     this.bodyLeft = length;
     this.entries.reserve(this.entries.count);
     this.keyWant = (tag === TAG_PUT || tag === TAG_DELETE) && length >= KEY_SIZE ? KEY_SIZE : 0;
