@@ -8,13 +8,14 @@
 // the disk again: residency() asks the kernel (mincore(2) on a read-only shared mapping of the
 // file, which touches no page) whether a range is cached, so the reader can pick per chunk.
 //
-// Everything here goes through libc with bun:ffi, loaded on first use. When that fails, or the
+// Everything here goes through libc with bun:ffi (util/libc.ts). When that fails, or the
 // kernel would not tell (since Linux 5.0 mincore reports page-cache state only for files the
 // caller owns or may write; for others every unmapped page looks uncached), callers get null and
 // fall back to plain buffered reads.
 
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { ptr } from "bun:ffi";
 import { accessSync, fstatSync, constants as fsc } from "node:fs";
+import { libcOrNull } from "./libc.ts";
 
 /** Buffer address, file offset and length alignment used for O_DIRECT (covers 512 and 4Kn disks). */
 export const DIRECT_ALIGN = 4096;
@@ -26,36 +27,7 @@ const PROT_READ = 1;
 const MAP_SHARED = 1;
 const POSIX_FADV_DONTNEED = 4;
 
-type Libc = {
-  mmap(addr: null, length: number, prot: number, flags: number, fd: number, offset: number): number | null;
-  munmap(addr: number, length: number): number;
-  mincore(addr: number, length: number, vec: number): number;
-  posix_fadvise(fd: number, offset: number, length: number, advice: number): number;
-  getpagesize(): number;
-};
-
-let libc: Libc | null | undefined;
-
-function load(): Libc | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  for (const name of ["libc.so.6", "libc.so"]) {
-    try {
-      const lib = dlopen(name, {
-        mmap: { args: [FFIType.ptr, FFIType.u64, FFIType.i32, FFIType.i32, FFIType.i32, FFIType.i64], returns: FFIType.ptr },
-        munmap: { args: [FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
-        mincore: { args: [FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
-        posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 },
-        getpagesize: { args: [], returns: FFIType.i32 },
-      });
-      libc = lib.symbols as unknown as Libc;
-      break;
-    } catch {
-      // try the next name
-    }
-  }
-  return libc;
-}
+const load = libcOrNull;
 
 /** Is direct I/O possible at all here (O_DIRECT known and libc reachable for aligned buffers)? */
 export function directIoAvailable(): boolean {
