@@ -20,6 +20,7 @@ import {
   bytesToString,
   bytesToStringStrict,
   encode,
+  encodeParts,
   isBytes,
   isMap,
 } from "../util/msgpack.ts";
@@ -212,8 +213,14 @@ export function filterArgs(method: string, args: Map<string, unknown>): Map<stri
 // ---------------------------------------------------------------------------------------------
 // Replies
 
-export function encodeResult(req: { dictFormat: boolean; msgid: unknown }, result: unknown): Uint8Array {
-  return req.dictFormat ? encode(new Map<string, unknown>([["i", req.msgid], ["r", result]])) : encode([1, req.msgid, null, result]);
+/**
+ * A result reply, as parts to be written in order: a big byte string (the data of a get) is
+ * its own part, the caller's bytes, not copied into the reply.
+ */
+export function encodeResult(req: { dictFormat: boolean; msgid: unknown }, result: unknown): Uint8Array[] {
+  return req.dictFormat
+    ? encodeParts(new Map<string, unknown>([["i", req.msgid], ["r", result]]))
+    : encodeParts([1, req.msgid, null, result]);
 }
 
 /** What borg sends for an exception, before packing. */

@@ -236,7 +236,7 @@ export class Session {
     for (;;) {
       const item = await this.nextMessage();
       if (item === END) break;
-      let reply: Uint8Array;
+      let reply: Uint8Array[];
       try {
         reply = await this.handle(item.msg);
         // Nothing the request decoded into outlives its handling (the engine copies what it
@@ -249,7 +249,7 @@ export class Session {
         return { end: "protocol-error", exitCode: 2, error: err };
       }
       try {
-        await stream.write(reply);
+        for (const part of reply) await stream.write(part);
       } catch (e) {
         this.abort("connection lost while replying");
         return { end: "connection-lost", exitCode: 2, error: e instanceof Error ? e : new Error(String(e)) };
@@ -271,17 +271,17 @@ export class Session {
     return { end: "eof", exitCode: 0 };
   }
 
-  /** Execute one decoded message and return the encoded reply. Throws only when there is no msgid. */
-  private async handle(msg: unknown): Promise<Uint8Array> {
+  /** Execute one decoded message and return the encoded reply (in parts). Throws only when there is no msgid. */
+  private async handle(msg: unknown): Promise<Uint8Array[]> {
     const req = parseRequest(msg);
-    if (isBadRequest(req)) return this.errorReply(req, req.error);
+    if (isBadRequest(req)) return [this.errorReply(req, req.error)];
     try {
       if (!RPC_METHODS.has(req.method)) throw new InvalidRPCMethod(req.method);
       const args = filterArgs(req.method, req.args);
       const result = await this.dispatch(req.method, args);
       return encodeResult(req, result);
     } catch (e) {
-      return this.errorReply(req, e);
+      return [this.errorReply(req, e)];
     }
   }
 

@@ -124,6 +124,10 @@ export class Encoder {
   private buf: Uint8Array;
   private view: DataView;
   private pos = 0;
+  /** While encodeParts() runs: the parts so far and where the current copied part starts. */
+  private parts: Uint8Array[] | null = null;
+  private partStart = 0;
+  private inlineMax = 0;
 
   constructor(initialSize = 64 * 1024) {
     this.buf = new Uint8Array(initialSize);
@@ -134,6 +138,26 @@ export class Encoder {
     this.pos = 0;
     this.write(value, 0);
     return this.buf.subarray(0, this.pos);
+  }
+
+  /**
+   * Encode for writing out (writev) without copying big byte strings: the result is a list of
+   * parts whose concatenation is the encoding. Byte strings longer than `inlineMax` are not
+   * copied but appear as parts of their own (the caller's views: they must stay unchanged until
+   * written); everything between them is copied into owned parts.
+   */
+  encodeParts(value: unknown, inlineMax = 64 * 1024): Uint8Array[] {
+    this.pos = 0;
+    this.partStart = 0;
+    this.parts = [];
+    this.inlineMax = inlineMax;
+    try {
+      this.write(value, 0);
+      if (this.pos > this.partStart) this.parts.push(this.buf.slice(this.partStart, this.pos));
+      return this.parts;
+    } finally {
+      this.parts = null;
+    }
   }
 
   /** Encode and hand the bytes over: large results take the buffer, small ones are copied. */
@@ -309,6 +333,11 @@ export class Encoder {
 
   private writeRaw(data: Uint8Array): void {
     this.writeRawHeader(data.length);
+    if (this.parts !== null && data.length > this.inlineMax) {
+      this.parts.push(this.buf.slice(this.partStart, this.pos), data);
+      this.partStart = this.pos;
+      return;
+    }
     this.ensure(data.length);
     this.buf.set(data, this.pos);
     this.pos += data.length;
@@ -407,6 +436,11 @@ const sharedEncoder = new Encoder();
 /** Encode one value; the result is owned by the caller. */
 export function encode(value: unknown): Uint8Array {
   return sharedEncoder.encodeOwned(value);
+}
+
+/** Encoder.encodeParts on the shared encoder: big byte strings are not copied. */
+export function encodeParts(value: unknown): Uint8Array[] {
+  return sharedEncoder.encodeParts(value);
 }
 
 // ---------------------------------------------------------------------------------------------

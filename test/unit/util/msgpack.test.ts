@@ -12,6 +12,7 @@ import {
   bytesToString,
   decode,
   encode,
+  encodeParts,
   mapGet,
   mapHas,
   mapWithStringKeys,
@@ -412,4 +413,32 @@ describe("buffer recycling", () => {
       expect(handled).toBe(400);
     });
   }
+});
+
+describe("encodeParts", () => {
+  test("the parts concatenate to encode()'s bytes; big byte strings are the caller's, not copies", () => {
+    const big = new Uint8Array(200_000).fill(7);
+    const other = new Uint8Array(70_000).fill(9);
+    const small = new Uint8Array(65_536).fill(1); // at the limit: copied inline
+    for (const value of [
+      [1, 5, null, big],
+      new Map<string, unknown>([["i", 5], ["r", big]]),
+      [big, "x", other, small, [other]],
+      [1, 2, "three", small],
+    ]) {
+      const parts = encodeParts(value);
+      expect(hex(Buffer.concat(parts))).toBe(hex(encode(value)));
+      const shared = parts.filter((p) => p === big || p === other).length;
+      const expected = JSON.stringify(value, (_k, v) => (v === big || v === other ? "BIG" : v instanceof Uint8Array ? "s" : v instanceof Map ? [...v] : v)).split("BIG").length - 1;
+      expect(shared).toBe(expected);
+    }
+  });
+
+  test("a later encode does not change earlier parts", () => {
+    const parts = encodeParts([1, 2, null, new Uint8Array(100_000)]);
+    const copy = parts.map((p) => hex(p));
+    encodeParts([9, 9, "overwrite", new Uint8Array(100_000).fill(3)]);
+    encode(["overwrite again", 12345]);
+    expect(parts.map((p) => hex(p))).toEqual(copy);
+  });
 });
