@@ -19,6 +19,7 @@ import {
 import { join } from "node:path";
 import { IntegrityError } from "../errors.ts";
 import { bytesEqual } from "../util/hex.ts";
+import { BufferPool, objectBuffers } from "../util/buffer-pool.ts";
 import { AtomicFile, isErrno, safeUnlink, saveFileAtomic, syncDir, writeAll } from "../util/fs.ts";
 import {
   COMMIT_ENTRY,
@@ -229,10 +230,10 @@ export class SegmentStore {
   }
 
   /** Read up to `length` bytes at `position`; the result may be shorter at end of file. */
-  readAt(segment: number, position: number, length: number): Uint8Array {
+  readAt(segment: number, position: number, length: number, buffers?: BufferPool): Uint8Array {
     if (segment === this.segment && this.writeFd !== null) this.flushWrites();
     const fd = this.getReadFd(segment);
-    const buf = new Uint8Array(length);
+    const buf = buffers ? buffers.take(length) : new Uint8Array(length);
     let got = 0;
     while (got < length) {
       const n = readSync(fd, buf, got, length - got, position + got);
@@ -271,7 +272,8 @@ export class SegmentStore {
       return size;
     }
     const length = size - PUT_HEADER_SIZE;
-    const data = this.readAt(segment, offset + PUT_HEADER_SIZE, length);
+    // A pooled buffer: serve gives it back once the reply is sent (util/buffer-pool.ts).
+    const data = this.readAt(segment, offset + PUT_HEADER_SIZE, length, objectBuffers);
     if (data.length !== length) {
       throw new IntegrityError(`Segment entry data short read ${where}: expected ${length}, got ${data.length} bytes`);
     }

@@ -34,6 +34,7 @@ import {
   bytesToStringStrict,
   isBytes,
 } from "../util/msgpack.ts";
+import { objectBuffers } from "../util/buffer-pool.ts";
 import { VERSION } from "../version.ts";
 import type { OpenRepository, RepositoryHandle } from "./backend.ts";
 import { GuardedRepository, checkPathAllowed, resolveRepositoryPath, type PathContext, type ServePolicy } from "./policy.ts";
@@ -74,8 +75,10 @@ export interface SessionStream {
   /**
    * Send bytes to the client. Resolves when the stream can take more (backpressure) and
    * rejects when the connection is gone. The session does not touch `data` afterwards.
+   * `written`, when given, is called once all of `data` has been handed to the operating system
+   * (so its buffer may be reused); never if the connection fails first.
    */
-  write(data: Uint8Array): Promise<void>;
+  write(data: Uint8Array, written?: () => void): Promise<void>;
   /** Resolves when everything written has been handed to the operating system. */
   flush(): Promise<void>;
 }
@@ -249,7 +252,10 @@ export class Session {
         return { end: "protocol-error", exitCode: 2, error: err };
       }
       try {
-        for (const part of reply) await stream.write(part);
+        for (const part of reply) {
+          // A get's data is a pooled buffer (segments.ts): back to the pool once it is sent.
+          await stream.write(part, objectBuffers.owns(part) ? () => objectBuffers.give(part) : undefined);
+        }
       } catch (e) {
         this.abort("connection lost while replying");
         return { end: "connection-lost", exitCode: 2, error: e instanceof Error ? e : new Error(String(e)) };

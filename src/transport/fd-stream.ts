@@ -26,6 +26,8 @@ function readFd(fd: number, buf: Uint8Array): Promise<number> {
 
 export function fdSessionStream(inFd: number, outFd: number): SessionStream {
   let queue: Uint8Array[] = [];
+  /** written() callbacks of the queued chunks, by position. */
+  let callbacks: Array<(() => void) | undefined> = [];
   let queuedBytes = 0;
   let writing = false;
   let scheduled = false;
@@ -48,7 +50,9 @@ export function fdSessionStream(inFd: number, outFd: number): SessionStream {
     if (writing || failure !== null || queue.length === 0) return settle();
     writing = true;
     const chunks = queue;
+    const done = callbacks;
     queue = [];
+    callbacks = [];
     writev(outFd, chunks, null, (err, written) => {
       writing = false;
       if (err && err.code !== "EAGAIN") {
@@ -58,15 +62,21 @@ export function fdSessionStream(inFd: number, outFd: number): SessionStream {
       // put back what a short write (or EAGAIN) left over, in order
       let n = err ? 0 : written;
       const rest: Uint8Array[] = [];
-      for (const c of chunks) {
-        if (n >= c.length) n -= c.length;
-        else {
+      const restDone: Array<(() => void) | undefined> = [];
+      for (let i = 0; i < chunks.length; i++) {
+        const c = chunks[i]!;
+        if (n >= c.length) {
+          n -= c.length;
+          done[i]?.();
+        } else {
           rest.push(n > 0 ? c.subarray(n) : c);
+          restDone.push(done[i]);
           n = 0;
         }
       }
       queuedBytes -= err ? 0 : written;
       queue = rest.concat(queue);
+      callbacks = restDone.concat(callbacks);
       settle();
       if (err) setTimeout(pump, 1);
       else pump();
@@ -91,9 +101,10 @@ export function fdSessionStream(inFd: number, outFd: number): SessionStream {
     get readable(): AsyncIterable<Uint8Array> {
       return Bun.file(inFd).stream() as unknown as AsyncIterable<Uint8Array>;
     },
-    async write(data: Uint8Array): Promise<void> {
+    async write(data: Uint8Array, written?: () => void): Promise<void> {
       if (failure !== null) throw failure;
       queue.push(data);
+      callbacks.push(written);
       queuedBytes += data.length;
       schedule();
       if (queuedBytes >= HIGH_WATER_MARK) await wait(true);

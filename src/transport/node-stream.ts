@@ -23,12 +23,13 @@ export function nodeSessionStream(readable: NodeJS.ReadableStream, writable: Nod
 
   return {
     readable: readable as AsyncIterable<Uint8Array>,
-    write(data: Uint8Array): Promise<void> {
+    write(data: Uint8Array, written?: () => void): Promise<void> {
       if (failure !== null) return Promise.reject(failure);
       let ok: boolean;
       lastWrite = new Promise<void>((resolve) => {
         ok = writable.write(data, (err?: Error | null) => {
           if (err) fail(err);
+          else written?.();
           resolve();
         });
       });

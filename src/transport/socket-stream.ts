@@ -45,6 +45,8 @@ export class SocketStream implements SessionStream {
   private readWaiter: (() => void) | null = null;
 
   private readonly outbox: Uint8Array[] = [];
+  /** written() callbacks of the outbox chunks, by position. */
+  private readonly outboxDone: Array<(() => void) | undefined> = [];
   private outboxBytes = 0;
   private failure: Error | null = null;
   private writeWaiters: Waiter[] = [];
@@ -124,10 +126,14 @@ export class SocketStream implements SessionStream {
 
   // ------------------------------------------------------------------ output
 
-  write(data: Uint8Array): Promise<void> {
+  write(data: Uint8Array, written?: () => void): Promise<void> {
     if (this.failure !== null) return Promise.reject(this.failure);
-    if (data.length === 0) return Promise.resolve();
+    if (data.length === 0) {
+      written?.();
+      return Promise.resolve();
+    }
     this.outbox.push(data);
+    this.outboxDone.push(written);
     this.outboxBytes += data.length;
     this.pump();
     if (this.failure !== null) return Promise.reject(this.failure);
@@ -156,6 +162,7 @@ export class SocketStream implements SessionStream {
         break;
       }
       this.outbox.shift();
+      this.outboxDone.shift()?.();
     }
     if (this.outboxBytes < WRITE_HIGH_WATER) {
       for (const w of this.writeWaiters.splice(0)) w.resolve();
@@ -170,6 +177,7 @@ export class SocketStream implements SessionStream {
     // Output nobody will ever read: drop it, and let writers and flushers know.
     this.failure = error;
     this.outbox.length = 0;
+    this.outboxDone.length = 0;
     this.outboxBytes = 0;
     for (const w of this.writeWaiters.splice(0)) w.reject(error);
     for (const w of this.flushWaiters.splice(0)) w.reject(error);

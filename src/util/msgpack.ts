@@ -113,6 +113,8 @@ export function borgUnpackerLimits(kind: "server" | "client"): DecodeLimits {
 
 const textEncoder = new TextEncoder();
 const BIG_RESULT = 1 << 20;
+/** encodeParts: byte strings up to this size are copied into the encoding, longer ones are parts. */
+export const PART_INLINE_MAX = 16 * 1024;
 const TWO_32 = 2 ** 32;
 
 /**
@@ -146,7 +148,7 @@ export class Encoder {
    * copied but appear as parts of their own (the caller's views: they must stay unchanged until
    * written); everything between them is copied into owned parts.
    */
-  encodeParts(value: unknown, inlineMax = 64 * 1024): Uint8Array[] {
+  encodeParts(value: unknown, inlineMax = PART_INLINE_MAX): Uint8Array[] {
     this.pos = 0;
     this.partStart = 0;
     this.parts = [];
