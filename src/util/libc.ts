@@ -10,32 +10,47 @@ export type Libc = {
   mincore(addr: number, length: number, vec: number): number;
   posix_fadvise(fd: number, offset: number, length: number, advice: number): number;
   getpagesize(): number;
+};
+
+type Fcntl = {
   /** fcntl with an int argument (F_GETPIPE_SZ, F_SETPIPE_SZ, ...). */
   fcntl(fd: number, cmd: number, arg: number): number;
 };
 
+// Two separate loads: bun:ffi compiles a trampoline per symbol (about a millisecond each), and
+// `burg serve` needs only fcntl.
 let libc: Libc | null | undefined;
+let fcntlLib: Fcntl | null | undefined;
 
-export function libcOrNull(): Libc | null {
-  if (libc !== undefined) return libc;
-  libc = null;
+function open<T>(symbols: Parameters<typeof dlopen>[1]): T | null {
   for (const name of ["libc.so.6", "libc.so"]) {
     try {
-      const lib = dlopen(name, {
-        mmap: { args: [FFIType.ptr, FFIType.u64, FFIType.i32, FFIType.i32, FFIType.i32, FFIType.i64], returns: FFIType.ptr },
-        munmap: { args: [FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
-        mincore: { args: [FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
-        posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 },
-        getpagesize: { args: [], returns: FFIType.i32 },
-        fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-      });
-      libc = lib.symbols as unknown as Libc;
-      break;
+      return dlopen(name, symbols).symbols as unknown as T;
     } catch {
       // try the next name
     }
   }
+  return null;
+}
+
+export function libcOrNull(): Libc | null {
+  if (libc === undefined) {
+    libc = open<Libc>({
+      mmap: { args: [FFIType.ptr, FFIType.u64, FFIType.i32, FFIType.i32, FFIType.i32, FFIType.i64], returns: FFIType.ptr },
+      munmap: { args: [FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+      mincore: { args: [FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+      posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 },
+      getpagesize: { args: [], returns: FFIType.i32 },
+    });
+  }
   return libc;
+}
+
+export function fcntlOrNull(): Fcntl | null {
+  if (fcntlLib === undefined) {
+    fcntlLib = open<Fcntl>({ fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
+  }
+  return fcntlLib;
 }
 
 const F_SETPIPE_SZ = 1031;
@@ -47,7 +62,7 @@ const F_GETPIPE_SZ = 1032;
  * pipe or nothing could be done.
  */
 export function growPipe(fd: number, bytes: number): number | null {
-  const c = libcOrNull();
+  const c = fcntlOrNull();
   if (!c) return null;
   const before = c.fcntl(fd, F_GETPIPE_SZ, 0);
   if (before < 0) return null; // not a pipe

@@ -35,6 +35,11 @@ export class RpcClient {
     void this.readLoop();
   }
 
+  /** The process at the other end of the pipes (a wrapper of the server: they share the pipes). */
+  get pid(): number {
+    return this.proc.pid;
+  }
+
   private async readLoop(): Promise<void> {
     const reader = (this.proc.stdout as ReadableStream<Uint8Array>).getReader();
     for (;;) {

@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { closeSync, openSync, readSync, constants as fsc } from "node:fs";
 import { join } from "node:path";
 import { fdSessionStream } from "../../../src/transport/fd-stream.ts";
-import { libcOrNull } from "../../../src/util/libc.ts";
+import { fcntlOrNull } from "../../../src/util/libc.ts";
 import { prng, randomBytes } from "../../support/data.ts";
 import { tempDir } from "../../support/env.ts";
 
@@ -14,7 +14,7 @@ describe("fdSessionStream", () => {
     const path = join(tempDir(), "fifo");
     expect(Bun.spawnSync(["mkfifo", path]).exitCode).toBe(0);
     const fd = openSync(path, fsc.O_RDWR | fsc.O_NONBLOCK);
-    const pipeSize = libcOrNull()!.fcntl(fd, 1032, 0); // F_GETPIPE_SZ
+    const pipeSize = fcntlOrNull()!.fcntl(fd, 1032, 0); // F_GETPIPE_SZ
     const rand = prng(3);
     const chunks = [randomBytes(rand, 100), randomBytes(rand, 3 * pipeSize + 17), randomBytes(rand, 5000)];
     const ends: number[] = [];

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { closeSync, openSync, writeFileSync, constants as fsc } from "node:fs";
 import { join } from "node:path";
-import { growPipe, libcOrNull } from "../../../src/util/libc.ts";
+import { growPipe, fcntlOrNull } from "../../../src/util/libc.ts";
 import { tempDir } from "../../support/env.ts";
 
 const F_GETPIPE_SZ = 1032;
@@ -20,7 +20,7 @@ describe("growPipe", () => {
     const dir = tempDir();
     const fd = fifo(dir, "p");
     try {
-      const c = libcOrNull()!;
+      const c = fcntlOrNull()!;
       expect(c.fcntl(fd, F_GETPIPE_SZ, 0)).toBe(65536);
       expect(growPipe(fd, 1 << 20)).toBe(1 << 20);
       expect(c.fcntl(fd, F_GETPIPE_SZ, 0)).toBe(1 << 20);
