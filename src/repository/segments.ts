@@ -272,7 +272,7 @@ export class SegmentStore {
       return size;
     }
     const length = size - PUT_HEADER_SIZE;
-    // A pooled buffer: serve gives it back once the reply is sent (util/buffer-pool.ts).
+    // A pooled buffer: serve gives it back once it is copied into or sent as the reply.
     const data = this.readAt(segment, offset + PUT_HEADER_SIZE, length, objectBuffers);
     if (data.length !== length) {
       throw new IntegrityError(`Segment entry data short read ${where}: expected ${length}, got ${data.length} bytes`);

@@ -14,6 +14,7 @@
 // - negotiate: client_data 2 means a 1.0 client (answer 2, tuple replies); a dict carries the
 //   client version (answer {server_version}, switch logging to JSON lines).
 
+import { objectBuffers } from "../util/buffer-pool.ts";
 import { BurgError, InvalidRPCMethod, RpcArgumentError, UnexpectedRPCDataFormatFromClient } from "../errors.ts";
 import {
   bytesEqualAscii,
@@ -215,13 +216,16 @@ export function filterArgs(method: string, args: Map<string, unknown>): Map<stri
 
 /**
  * A result reply, as parts to be written in order: a big byte string (the data of a get) is
- * its own part, the caller's bytes, not copied into the reply.
+ * its own part, the caller's bytes, not copied into the reply; the rest is copied into pooled
+ * buffers (util/buffer-pool.ts).
  */
 export function encodeResult(req: { dictFormat: boolean; msgid: unknown }, result: unknown): Uint8Array[] {
-  return req.dictFormat
-    ? encodeParts(new Map<string, unknown>([["i", req.msgid], ["r", result]]))
-    : encodeParts([1, req.msgid, null, result]);
+  const msg = req.dictFormat ? new Map<string, unknown>([["i", req.msgid], ["r", result]]) : [1, req.msgid, null, result];
+  return encodeParts(msg, takeObjectBuffer);
 }
+
+/** Reply parts come from the pool the session gives them back to once written. */
+const takeObjectBuffer = (n: number) => objectBuffers.take(n);
 
 /** What borg sends for an exception, before packing. */
 export interface WireError {

@@ -253,7 +253,7 @@ export class Session {
       }
       try {
         for (const part of reply) {
-          // A get's data is a pooled buffer (segments.ts): back to the pool once it is sent.
+          // Reply parts and a get's data are pooled buffers: back to the pool once sent.
           await stream.write(part, objectBuffers.owns(part) ? () => objectBuffers.give(part) : undefined);
         }
       } catch (e) {
@@ -285,7 +285,10 @@ export class Session {
       if (!RPC_METHODS.has(req.method)) throw new InvalidRPCMethod(req.method);
       const args = filterArgs(req.method, req.args);
       const result = await this.dispatch(req.method, args);
-      return encodeResult(req, result);
+      const reply = encodeResult(req, result);
+      // A get's data that was small enough to be copied into the reply is free at once.
+      if (result instanceof Uint8Array && objectBuffers.owns(result) && !reply.includes(result)) objectBuffers.give(result);
+      return reply;
     } catch (e) {
       return [this.errorReply(req, e)];
     }

@@ -7,8 +7,6 @@
 // back. A view that is never given back is ordinary garbage, so lending is always safe; giving
 // back a view still in use is the one mistake to avoid.
 
-import { PART_INLINE_MAX } from "./msgpack.ts";
-
 export class BufferPool {
   private readonly free = new Map<number, Uint8Array[]>();
   private readonly lent = new WeakMap<Uint8Array, Uint8Array>();
@@ -55,8 +53,9 @@ export class BufferPool {
 }
 
 /**
- * Object data read for clients; up to 32 MiB kept. Only sizes above PART_INLINE_MAX are
- * pooled: exactly those the reply encoder sends as parts of their own (msgpack.ts
- * encodeParts), so every pooled buffer reaches the stream that gives it back.
+ * Object data read for clients and the encoded replies around it, from 1 KiB (smaller ones
+ * are cheap to allocate); up to 32 MiB kept. The session gives a get's data back right after
+ * encoding when it was copied into the reply (up to PART_INLINE_MAX, msgpack.ts), or once
+ * written when it is a part of its own, and every reply part once written.
  */
-export const objectBuffers = new BufferPool(PART_INLINE_MAX + 1, 32 << 20);
+export const objectBuffers = new BufferPool(1024, 32 << 20);

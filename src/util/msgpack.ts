@@ -130,6 +130,7 @@ export class Encoder {
   private parts: Uint8Array[] | null = null;
   private partStart = 0;
   private inlineMax = 0;
+  private alloc: ((n: number) => Uint8Array) | null = null;
 
   constructor(initialSize = 64 * 1024) {
     this.buf = new Uint8Array(initialSize);
@@ -148,18 +149,30 @@ export class Encoder {
    * copied but appear as parts of their own (the caller's views: they must stay unchanged until
    * written); everything between them is copied into owned parts.
    */
-  encodeParts(value: unknown, inlineMax = PART_INLINE_MAX): Uint8Array[] {
+  encodeParts(value: unknown, inlineMax = PART_INLINE_MAX, alloc?: (n: number) => Uint8Array): Uint8Array[] {
     this.pos = 0;
     this.partStart = 0;
     this.parts = [];
     this.inlineMax = inlineMax;
+    this.alloc = alloc ?? null;
     try {
       this.write(value, 0);
-      if (this.pos > this.partStart) this.parts.push(this.buf.slice(this.partStart, this.pos));
+      this.endPart();
       return this.parts;
     } finally {
       this.parts = null;
+      this.alloc = null;
     }
+  }
+
+  /** Copy the bytes encoded since the last part into a part of their own. */
+  private endPart(): void {
+    const n = this.pos - this.partStart;
+    if (n === 0) return;
+    const part = this.alloc ? this.alloc(n) : new Uint8Array(n);
+    part.set(this.buf.subarray(this.partStart, this.pos));
+    this.parts!.push(part);
+    this.partStart = this.pos;
   }
 
   /** Encode and hand the bytes over: large results take the buffer, small ones are copied. */
@@ -336,8 +349,8 @@ export class Encoder {
   private writeRaw(data: Uint8Array): void {
     this.writeRawHeader(data.length);
     if (this.parts !== null && data.length > this.inlineMax) {
-      this.parts.push(this.buf.slice(this.partStart, this.pos), data);
-      this.partStart = this.pos;
+      this.endPart();
+      this.parts.push(data);
       return;
     }
     this.ensure(data.length);
@@ -440,9 +453,12 @@ export function encode(value: unknown): Uint8Array {
   return sharedEncoder.encodeOwned(value);
 }
 
-/** Encoder.encodeParts on the shared encoder: big byte strings are not copied. */
-export function encodeParts(value: unknown): Uint8Array[] {
-  return sharedEncoder.encodeParts(value);
+/**
+ * Encoder.encodeParts on the shared encoder: big byte strings are not copied; the other parts
+ * are copied into buffers from `alloc` (default: fresh ones).
+ */
+export function encodeParts(value: unknown, alloc?: (n: number) => Uint8Array): Uint8Array[] {
+  return sharedEncoder.encodeParts(value, PART_INLINE_MAX, alloc);
 }
 
 // ---------------------------------------------------------------------------------------------
