@@ -224,8 +224,8 @@ export function encodeResult(req: { dictFormat: boolean; msgid: unknown }, resul
   return encodeParts(msg, takeObjectBuffer);
 }
 
-/** Reply parts come from the pool the session gives them back to once written. */
-const takeObjectBuffer = (n: number) => objectBuffers.take(n);
+/** Reply parts come from the pool the session gives them back to once written (small ones are plain). */
+const takeObjectBuffer = (n: number) => (n < objectBuffers.minSize ? null : objectBuffers.take(n));
 
 /** What borg sends for an exception, before packing. */
 export interface WireError {

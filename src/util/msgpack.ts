@@ -130,7 +130,7 @@ export class Encoder {
   private parts: Uint8Array[] | null = null;
   private partStart = 0;
   private inlineMax = 0;
-  private alloc: ((n: number) => Uint8Array) | null = null;
+  private alloc: ((n: number) => Uint8Array | null) | null = null;
 
   constructor(initialSize = 64 * 1024) {
     this.buf = new Uint8Array(initialSize);
@@ -149,7 +149,7 @@ export class Encoder {
    * copied but appear as parts of their own (the caller's views: they must stay unchanged until
    * written); everything between them is copied into owned parts.
    */
-  encodeParts(value: unknown, inlineMax = PART_INLINE_MAX, alloc?: (n: number) => Uint8Array): Uint8Array[] {
+  encodeParts(value: unknown, inlineMax = PART_INLINE_MAX, alloc?: (n: number) => Uint8Array | null): Uint8Array[] {
     this.pos = 0;
     this.partStart = 0;
     this.parts = [];
@@ -169,9 +169,9 @@ export class Encoder {
   private endPart(): void {
     const n = this.pos - this.partStart;
     if (n === 0) return;
-    const part = this.alloc ? this.alloc(n) : new Uint8Array(n);
-    part.set(this.buf.subarray(this.partStart, this.pos));
-    this.parts!.push(part);
+    const into = this.alloc ? this.alloc(n) : null;
+    if (into) into.set(this.buf.subarray(this.partStart, this.pos));
+    this.parts!.push(into ?? this.buf.slice(this.partStart, this.pos));
     this.partStart = this.pos;
   }
 
@@ -455,9 +455,9 @@ export function encode(value: unknown): Uint8Array {
 
 /**
  * Encoder.encodeParts on the shared encoder: big byte strings are not copied; the other parts
- * are copied into buffers from `alloc` (default: fresh ones).
+ * are copied into buffers from `alloc`, or fresh ones where it returns null or is not given.
  */
-export function encodeParts(value: unknown, alloc?: (n: number) => Uint8Array): Uint8Array[] {
+export function encodeParts(value: unknown, alloc?: (n: number) => Uint8Array | null): Uint8Array[] {
   return sharedEncoder.encodeParts(value, PART_INLINE_MAX, alloc);
 }
 
