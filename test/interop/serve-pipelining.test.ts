@@ -1,23 +1,42 @@
 // Many requests in flight, as borg pipelines them: hundreds of 64 KiB puts (the size at which
 // a request straddles the server's input buffers most often) and then gets of all of them,
-// through dist/burg serve. Every object must come back exactly as it went in.
+// through dist/burg serve and through burg socket. Every object must come back exactly as it
+// went in: this also catches a recycled buffer given back before its reply was written.
 
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { RpcClient } from "../support/rpc-client.ts";
 import { BURG, requireBurg, tempDir } from "../support/env.ts";
+import { testScope } from "../support/scope.ts";
+import { startBurgSocket } from "../support/socket-server.ts";
+
+const scope = testScope();
 
 describe("pipelined requests through burg serve", () => {
-  for (const size of [65536, 4096, 2 * 1024 * 1024 + 7]) {
-    test(`${size}-byte objects: what goes in comes back`, async () => {
+  // Each size through stdio (burg serve) and through a UNIX socket (burg socket, reached with
+  // burg connect): the two ways replies are written, and get buffers recycled.
+  for (const [size, via] of [
+    [65536, "serve"],
+    [4096, "serve"],
+    [2 * 1024 * 1024 + 7, "serve"],
+    [65536, "socket"],
+    [2 * 1024 * 1024 + 7, "socket"],
+  ] as const) {
+    test(`${size}-byte objects through burg ${via}: what goes in comes back`, async () => {
       requireBurg();
       const home = tempDir();
       const repo = join(home, "repo");
       const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, BURG_CONFIG_DIR: join(home, "cfg") };
+      let server: string[] = [BURG, "serve"];
+      if (via === "socket") {
+        const sock = join(home, "burg.sock");
+        await startBurgSocket(scope, ["--socket", sock], { env });
+        server = [BURG, "connect", sock];
+      }
       const count = size > 1 << 20 ? 40 : 600;
       const objects: Array<{ id: Uint8Array; digest: string }> = [];
-      const put = new RpcClient([BURG, "serve"], env);
+      const put = new RpcClient(server, env);
       await put.negotiate();
       await put.open(repo, true);
       await put.pipeline(
@@ -37,7 +56,7 @@ describe("pipelined requests through burg serve", () => {
       expect(await put.call("__len__", {})).toBe(count);
       await put.close();
 
-      const get = new RpcClient([BURG, "serve"], env);
+      const get = new RpcClient(server, env);
       await get.negotiate();
       await get.open(repo);
       const back = await get.pipeline("get", objects.map((o) => ({ id: o.id })));
