@@ -19,6 +19,7 @@ import {
 import { join } from "node:path";
 import { IntegrityError } from "../errors.ts";
 import { bytesEqual } from "../util/hex.ts";
+import { crc32Range } from "../util/crc32.ts";
 import { BufferPool, objectBuffers } from "../util/buffer-pool.ts";
 import { AtomicFile, isErrno, safeUnlink, saveFileAtomic, syncDir, writeAll } from "../util/fs.ts";
 import {
@@ -71,6 +72,8 @@ export class SegmentStore {
   offset = 0;
   private writeFd: number | null = null;
   private writeBuf = new Uint8Array(WRITE_BUFFER_SIZE);
+  /** read()'s header, reused: it is parsed before the next read. */
+  private readonly headerScratch = new Uint8Array(PUT_HEADER_SIZE);
   private writeBufLen = 0;
   private readFds = new Map<number, { fd: number; used: number }>();
 
@@ -230,6 +233,19 @@ export class SegmentStore {
   }
 
   /** Read up to `length` bytes at `position`; the result may be shorter at end of file. */
+  /** Fill `buf` from `position` of a segment (short at its end); returns the bytes read. */
+  private readInto(segment: number, position: number, buf: Uint8Array): number {
+    if (segment === this.segment && this.writeFd !== null) this.flushWrites();
+    const fd = this.getReadFd(segment);
+    let got = 0;
+    while (got < buf.length) {
+      const n = readSync(fd, buf, got, buf.length - got, position + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return got;
+  }
+
   readAt(segment: number, position: number, length: number, buffers?: BufferPool): Uint8Array {
     if (segment === this.segment && this.writeFd !== null) this.flushWrites();
     const fd = this.getReadFd(segment);
@@ -250,40 +266,38 @@ export class SegmentStore {
   read(segment: number, offset: number, id: Uint8Array): Uint8Array;
   read(segment: number, offset: number, id: Uint8Array, readData: false): number;
   read(segment: number, offset: number, id: Uint8Array, readData = true): Uint8Array | number {
-    const where = `[segment ${segment}, offset ${offset}]`;
-    let header: Uint8Array;
+    // The hot path of every get: nothing is allocated for the header (one scratch buffer, no
+    // views; message texts only for errors) and the data buffer is pooled.
+    const header = this.headerScratch;
+    let got: number;
     try {
-      header = this.readAt(segment, offset, PUT_HEADER_SIZE);
+      got = this.readInto(segment, offset, header);
     } catch (e) {
-      if (isErrno(e, "ENOENT")) throw new IntegrityError(`Segment file missing ${where}`, { cause: e });
+      if (isErrno(e, "ENOENT")) throw new IntegrityError(`Segment file missing ${whereText(segment, offset)}`, { cause: e });
       throw e;
     }
-    if (header.length < PUT_HEADER_SIZE) throw new IntegrityError(`Invalid segment entry header ${where}: short read`);
-    const dv = new DataView(header.buffer, header.byteOffset, header.byteLength);
-    const crc = dv.getUint32(0, true);
-    const size = dv.getUint32(4, true);
+    if (got < PUT_HEADER_SIZE) throw new IntegrityError(`Invalid segment entry header ${whereText(segment, offset)}: short read`);
+    const crc = (header[0]! | (header[1]! << 8) | (header[2]! << 16) | (header[3]! << 24)) >>> 0;
+    const size = (header[4]! | (header[5]! << 8) | (header[6]! << 16) | (header[7]! << 24)) >>> 0;
     const tag = header[8]!;
-    checkSize(size, PUT_HEADER_SIZE, where);
+    if (size > MAX_OBJECT_SIZE || size < PUT_HEADER_SIZE) checkSize(size, PUT_HEADER_SIZE, whereText(segment, offset));
     if (!readData) {
-      if (tag !== TAG_PUT) throw new IntegrityError(`Invalid segment entry header, did not get acceptable tag ${where}`);
-      if (!bytesEqual(header.subarray(9, 41), id)) {
-        throw new IntegrityError(`Invalid segment entry header, is not for wanted id ${where}`);
-      }
+      checkPutHeader(header, tag, id, segment, offset);
       return size;
     }
     const length = size - PUT_HEADER_SIZE;
+    const headerCrc = crc32Range(header, 4, PUT_HEADER_SIZE);
     // A pooled buffer: serve gives it back once it is copied into or sent as the reply.
     const data = this.readAt(segment, offset + PUT_HEADER_SIZE, length, objectBuffers);
     if (data.length !== length) {
-      throw new IntegrityError(`Segment entry data short read ${where}: expected ${length}, got ${data.length} bytes`);
+      throw new IntegrityError(
+        `Segment entry data short read ${whereText(segment, offset)}: expected ${length}, got ${data.length} bytes`,
+      );
     }
-    if ((crc32(data, crc32(header.subarray(4))) >>> 0) !== crc) {
-      throw new IntegrityError(`Segment entry checksum mismatch ${where}`);
+    if ((crc32(data, headerCrc) >>> 0) !== crc) {
+      throw new IntegrityError(`Segment entry checksum mismatch ${whereText(segment, offset)}`);
     }
-    if (tag !== TAG_PUT) throw new IntegrityError(`Invalid segment entry header, did not get acceptable tag ${where}`);
-    if (!bytesEqual(header.subarray(9, 41), id)) {
-      throw new IntegrityError(`Invalid segment entry header, is not for wanted id ${where}`);
-    }
+    checkPutHeader(header, tag, id, segment, offset);
     return data;
   }
 
@@ -541,6 +555,22 @@ export class SegmentStore {
       throw e;
     }
     out.commit();
+  }
+}
+
+function whereText(segment: number, offset: number): string {
+  return `[segment ${segment}, offset ${offset}]`;
+}
+
+/** A PUT entry's tag and key, checked against the id asked for (borg's messages). */
+function checkPutHeader(header: Uint8Array, tag: number, id: Uint8Array, segment: number, offset: number): void {
+  if (tag !== TAG_PUT) {
+    throw new IntegrityError(`Invalid segment entry header, did not get acceptable tag ${whereText(segment, offset)}`);
+  }
+  for (let i = 0; i < KEY_SIZE; i++) {
+    if (header[9 + i] !== id[i]) {
+      throw new IntegrityError(`Invalid segment entry header, is not for wanted id ${whereText(segment, offset)}`);
+    }
   }
 }
 
