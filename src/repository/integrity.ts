@@ -11,10 +11,10 @@
 // reading an index copies the table; a file is read once, into the memory it will live in,
 // and verified there.
 
-import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, fstatSync, fsyncSync, openSync, readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { FileIntegrityError, HashIndexFormatError } from "../errors.ts";
-import { writeAll } from "../util/fs.ts";
+import { readFully, writeAll } from "../util/fs.ts";
 import { log } from "../util/log.ts";
 import { HASH_HEADER_SIZE, NSIndex, parseHashHeader } from "./hashindex.ts";
 
@@ -36,8 +36,6 @@ const LOGGER = "borg.crypto.file_integrity";
 const encoder = new TextEncoder();
 /** Below this a chunk is simply copied into the stream layout. */
 const IN_PLACE_MIN = 64 * 1024;
-/** Largest single read; large files are read in pieces. */
-const READ_PIECE = 1 << 30;
 
 /**
  * The algorithm of parts that came from parseIntegrityData, kept beside the plain parts object
@@ -230,17 +228,6 @@ function verify(path: string, expected: IntegrityParts, actual: IntegrityParts, 
   // A part missing from the stored data is a mismatch, as in borg (digests.get(part, '')).
   const want = Object.hasOwn(expected, part) ? expected[part] : "";
   if (want !== actual[part]) throw new FileIntegrityError(path);
-}
-
-/** Read into `buf` from `position` until it is full or the file ends; returns the bytes read. */
-function readFully(fd: number, buf: Uint8Array, position: number): number {
-  let off = 0;
-  while (off < buf.length) {
-    const n = readSync(fd, buf, off, Math.min(buf.length - off, READ_PIECE), position + off);
-    if (n === 0) break;
-    off += n;
-  }
-  return off;
 }
 
 /**

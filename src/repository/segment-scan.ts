@@ -15,7 +15,7 @@
 // problem ends the walk of that segment, as an IntegrityError from iter_objects does in borg.
 // Entries are collected in typed arrays (tag, offset, size, key), not objects per entry.
 
-import { closeSync, fstatSync, openSync, read, readSync, constants as fsc } from "node:fs";
+import { closeSync, fstatSync, openSync, read, constants as fsc } from "node:fs";
 import { IntegrityError } from "../errors.ts";
 import {
   HEADER_SIZE,
@@ -30,6 +30,7 @@ import {
 } from "./format.ts";
 import type { SegmentEntry } from "./segments.ts";
 import { crc32Of, crc32Range } from "../util/crc32.ts";
+import { readFully } from "../util/fs.ts";
 import { alignedBuffer, alignUp, DIRECT_ALIGN, directIoAvailable, O_DIRECT, Residency } from "../util/direct-io.ts";
 
 const crc32 = Bun.hash.crc32;
@@ -408,16 +409,6 @@ function readAsync(fd: number, buf: Uint8Array, length: number, position: number
   });
 }
 
-function readFully(fd: number, buf: Uint8Array, length: number, position: number): number {
-  let got = 0;
-  while (got < length) {
-    const n = readSync(fd, buf, got, length - got, position + got);
-    if (n === 0) break;
-    got += n;
-  }
-  return got;
-}
-
 /**
  * How chunks are read: "auto" reads cached ones buffered and the others with O_DIRECT (where the
  * file system allows it); "buffered" and "direct" force one way (tests, benchmarks).
@@ -557,7 +548,7 @@ export class ReadPipeline {
           const buf = this.buffer();
           const job: Job = { file: f, index, fileSize: size, position: 0, length: size, last: true, buf, result: 0, error: null };
           try {
-            job.result = size === 0 ? 0 : readFully(fd, buf, size, 0);
+            job.result = size === 0 ? 0 : readFully(fd, buf, 0, size);
           } catch (e) {
             job.error = e as NodeJS.ErrnoException;
           }

@@ -11,7 +11,6 @@ import {
   fstatSync,
   mkdirSync,
   openSync,
-  readSync,
   readdirSync,
   statSync,
   constants as fsc,
@@ -21,7 +20,7 @@ import { IntegrityError } from "../errors.ts";
 import { bytesEqual } from "../util/hex.ts";
 import { crc32Range } from "../util/crc32.ts";
 import { BufferPool, objectBuffers } from "../util/buffer-pool.ts";
-import { AtomicFile, isErrno, safeUnlink, saveFileAtomic, syncDir, writeAll } from "../util/fs.ts";
+import { AtomicFile, isErrno, readFully, safeUnlink, syncDir, writeAll } from "../util/fs.ts";
 import {
   COMMIT_ENTRY,
   HEADER_SIZE,
@@ -232,30 +231,16 @@ export class SegmentStore {
     }
   }
 
-  /** Read up to `length` bytes at `position`; the result may be shorter at end of file. */
   /** Fill `buf` from `position` of a segment (short at its end); returns the bytes read. */
   private readInto(segment: number, position: number, buf: Uint8Array): number {
     if (segment === this.segment && this.writeFd !== null) this.flushWrites();
-    const fd = this.getReadFd(segment);
-    let got = 0;
-    while (got < buf.length) {
-      const n = readSync(fd, buf, got, buf.length - got, position + got);
-      if (n === 0) break;
-      got += n;
-    }
-    return got;
+    return readFully(this.getReadFd(segment), buf, position);
   }
 
+  /** Read up to `length` bytes at `position`; the result may be shorter at end of file. */
   readAt(segment: number, position: number, length: number, buffers?: BufferPool): Uint8Array {
-    if (segment === this.segment && this.writeFd !== null) this.flushWrites();
-    const fd = this.getReadFd(segment);
     const buf = buffers ? buffers.take(length) : new Uint8Array(length);
-    let got = 0;
-    while (got < length) {
-      const n = readSync(fd, buf, got, length - got, position + got);
-      if (n === 0) break;
-      got += n;
-    }
+    const got = this.readInto(segment, position, buf);
     return got === length ? buf : buf.subarray(0, got);
   }
 
@@ -603,13 +588,7 @@ class ChunkReader {
       return this.buf.subarray(pos - this.bufStart, pos - this.bufStart + len);
     }
     if (len > this.buf.length) this.buf = new Uint8Array(Math.max(len, this.buf.length * 2));
-    const want = Math.min(this.buf.length, this.fileSize - pos);
-    let got = 0;
-    while (got < want) {
-      const n = readSync(this.fd, this.buf, got, want - got, pos + got);
-      if (n === 0) break;
-      got += n;
-    }
+    const got = readFully(this.fd, this.buf, pos, Math.min(this.buf.length, this.fileSize - pos));
     this.bufStart = pos;
     this.bufLen = got;
     if (got < len) return null;

@@ -8,6 +8,7 @@ import {
   fsyncSync,
   ftruncateSync,
   openSync,
+  readSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -36,6 +37,23 @@ export function syncDir(path: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Largest single read: read(2) returns at most about 2 GiB anyway; big buffers are filled in pieces. */
+const READ_PIECE = 1 << 30;
+
+/**
+ * Read into buf[0, length) from `position` until that is full or the file ends, looping over
+ * short reads; returns the bytes read (fewer only at the end of the file).
+ */
+export function readFully(fd: number, buf: Uint8Array, position: number, length = buf.length): number {
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, got, Math.min(length - got, READ_PIECE), position + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
 }
 
 /** Write all of `data` to `fd`, looping over short writes. */
