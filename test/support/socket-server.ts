@@ -67,14 +67,17 @@ function track(scope: TestScope, proc: Subprocess<"ignore", "ignore", "pipe">): 
   };
 }
 
-/** `dist/burg socket ARGS`, resolved once it listens (rejects with its log if it exits first). */
-export async function startBurgSocket(
+/**
+ * Start `argv` in the background (stderr captured as its log), tracked by `scope`; resolves once
+ * its log matches `ready` (null: at once), and rejects with the log if it exits first.
+ */
+async function startServer(
   scope: TestScope,
-  args: string[],
-  opts: { env?: Record<string, string>; cwd?: string; waitUntilListening?: boolean } = {},
+  argv: string[],
+  ready: RegExp | null,
+  opts: { env?: Record<string, string>; cwd?: string } = {},
 ): Promise<ServerProcess> {
-  requireBurg();
-  const proc = Bun.spawn([BURG, "socket", ...args], {
+  const proc = Bun.spawn(argv, {
     env: opts.env ?? (process.env as Record<string, string>),
     cwd: opts.cwd,
     stdin: "ignore",
@@ -82,8 +85,18 @@ export async function startBurgSocket(
     stderr: "pipe",
   });
   const server = track(scope, proc);
-  if (opts.waitUntilListening !== false) await server.waitForLog(/listening on/);
+  if (ready) await server.waitForLog(ready);
   return server;
+}
+
+/** `dist/burg socket ARGS`, resolved once it listens (rejects with its log if it exits first). */
+export async function startBurgSocket(
+  scope: TestScope,
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; waitUntilListening?: boolean } = {},
+): Promise<ServerProcess> {
+  requireBurg();
+  return startServer(scope, [BURG, "socket", ...args], opts.waitUntilListening === false ? null : /listening on/, opts);
 }
 
 /** Quote a word for sh. */
@@ -121,15 +134,7 @@ export async function startSystemdSocketService(
   opts: { env?: Record<string, string> } = {},
 ): Promise<ServerProcess> {
   requireBurg();
-  const proc = Bun.spawn([BORG_PYTHON, "-c", SYSTEMD_ACCEPT_NO, socketPath, BURG, "socket", ...args], {
-    env: opts.env ?? (process.env as Record<string, string>),
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
-  });
-  const server = track(scope, proc);
-  await server.waitForLog(/listening on/);
-  return server;
+  return startServer(scope, [BORG_PYTHON, "-c", SYSTEMD_ACCEPT_NO, socketPath, BURG, "socket", ...args], /listening on/, opts);
 }
 
 // Accept=yes: accept connections and start one service process per connection with the
@@ -162,15 +167,7 @@ export async function startSystemdAcceptYes(
   args: string[],
 ): Promise<ServerProcess> {
   requireBurg();
-  const proc = Bun.spawn([BORG_PYTHON, "-c", SYSTEMD_ACCEPT_YES, socketPath, logFile, BURG, "serve", ...args], {
-    env: process.env as Record<string, string>,
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
-  });
-  const server = track(scope, proc);
-  await server.waitForLog(/ready/);
-  return server;
+  return startServer(scope, [BORG_PYTHON, "-c", SYSTEMD_ACCEPT_YES, socketPath, logFile, BURG, "serve", ...args], /ready/);
 }
 
 // A server that is not burg, for the bridge's half-close: reads everything until the client's
@@ -193,14 +190,7 @@ c.close()
 `;
 
 export async function startHalfCloseServer(scope: TestScope, socketPath: string): Promise<ServerProcess> {
-  const proc = Bun.spawn([BORG_PYTHON, "-c", HALF_CLOSE_SERVER, socketPath], {
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "pipe",
-  });
-  const server = track(scope, proc);
-  await server.waitForLog(/ready/);
-  return server;
+  return startServer(scope, [BORG_PYTHON, "-c", HALF_CLOSE_SERVER, socketPath], /ready/);
 }
 
 /** A socket file nobody listens on (bound, never listened, closed): what a killed server leaves. */
