@@ -19,7 +19,6 @@ import {
   startSystemdAcceptYes,
   startSystemdSocketService,
   waitUntil,
-  type ServerProcess,
 } from "../support/socket-server.ts";
 
 const TIMEOUT = 300_000;

@@ -2,7 +2,7 @@
 // (holder ids), upgrade/downgrade, timeouts, release paths, and stale-lock recovery: dead
 // holders of our host ID are removed with a warning, live ones never, other hosts only reported.
 
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LockError, LockFailed, LockTimeout, isLockError } from "../../../src/errors.ts";
