@@ -23,7 +23,7 @@ import { log } from "../util/log.ts";
 import { toHex } from "../util/hex.ts";
 import { PercentSteps } from "../util/progress.ts";
 import { saveConfig } from "./config.ts";
-import { NSIndex } from "./hashindex.ts";
+import { NS_KEY_SIZE, NS_VALUE_SIZE, NSIndex } from "./hashindex.ts";
 import { readHints, readIntegrityFile, type Hints } from "./hints.ts";
 import { readIndexFile, type IntegrityParts } from "./integrity.ts";
 import type { Repository } from "./repository.ts";
@@ -351,7 +351,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
       committed = diag.index;
       // Let the copy diagnose() read go before the rebuilt one is allocated (a full collection
       // takes milliseconds; only worth it for a big table).
-      if (committed.numBuckets * 40 > 16 << 20) Bun.gc(true);
+      if (committed.numBuckets * (NS_KEY_SIZE + NS_VALUE_SIZE) > 16 << 20) Bun.gc(true);
     } else {
       transactionId = await repo.getTransactionId();
       currentIndex = await repo.openIndex(transactionId);

@@ -27,11 +27,9 @@ const PROT_READ = 1;
 const MAP_SHARED = 1;
 const POSIX_FADV_DONTNEED = 4;
 
-const load = libcOrNull;
-
 /** Is direct I/O possible at all here (O_DIRECT known and libc reachable for aligned buffers)? */
 export function directIoAvailable(): boolean {
-  return O_DIRECT !== 0 && load() !== null;
+  return O_DIRECT !== 0 && libcOrNull() !== null;
 }
 
 /**
@@ -71,7 +69,7 @@ export class Residency {
    * cannot be mapped (empty, special, no libc).
    */
   static open(fd: number, size: number, path: string): Residency | null {
-    const c = load();
+    const c = libcOrNull();
     if (!c || size <= 0 || !mayInspect(fd, path)) return null;
     const addr = c.mmap(null, size, PROT_READ, MAP_SHARED, fd, 0);
     // MAP_FAILED is (void *)-1, which arrives as 2**64 rounded to a double.
@@ -89,7 +87,7 @@ export class Residency {
     if (end <= offset) return true;
     const pages = Math.ceil((end - offset) / this.page);
     if (this.vec.length < pages) this.vec = new Uint8Array(pages);
-    if (load()!.mincore(this.addr + offset, end - offset, ptr(this.vec)) !== 0) return null;
+    if (libcOrNull()!.mincore(this.addr + offset, end - offset, ptr(this.vec)) !== 0) return null;
     const v = this.vec;
     for (let i = 0; i < pages; i++) if ((v[i]! & 1) === 0) return false;
     return true;
@@ -97,7 +95,7 @@ export class Residency {
 
   close(): void {
     if (this.addr !== 0) {
-      load()!.munmap(this.addr, this.length);
+      libcOrNull()!.munmap(this.addr, this.length);
       this.addr = 0;
     }
   }
@@ -121,6 +119,6 @@ function mayInspect(fd: number, path: string): boolean {
  * from the page cache (POSIX_FADV_DONTNEED).
  */
 export function dropFromPageCache(fd: number, offset = 0, length = 0): boolean {
-  const c = load();
+  const c = libcOrNull();
   return c !== null && c.posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED) === 0;
 }
