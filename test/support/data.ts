@@ -1,7 +1,8 @@
 // Deterministic test data: source trees for borg create, and byte-for-byte tree comparison.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync, lstatSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, lstatSync } from "node:fs";
 import { join } from "node:path";
+import { dropFromPageCache } from "../../src/util/direct-io.ts";
 
 /** A small deterministic PRNG (xorshift32) so failures reproduce. */
 export function prng(seed: number): () => number {
@@ -85,4 +86,20 @@ export function dirBytes(dir: string): number {
     total += st.isDirectory() ? dirBytes(p) : st.size;
   }
   return total;
+}
+
+/**
+ * Drop a repository's segment files from the page cache (synced first), so that burg check
+ * reads them with O_DIRECT, as it does a repository nobody touched for a while.
+ */
+export function evictSegments(repo: string): void {
+  for (const f of new Bun.Glob("data/*/*").scanSync({ cwd: repo })) {
+    const fd = openSync(join(repo, f), "r");
+    try {
+      fsyncSync(fd);
+      if (!dropFromPageCache(fd)) throw new Error(`could not drop ${f} from the page cache`);
+    } finally {
+      closeSync(fd);
+    }
+  }
 }
