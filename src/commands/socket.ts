@@ -155,7 +155,7 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
   io.notice(`burg socket: ${reason}; not accepting new connections`);
   await listener.close();
   await server.shutdown(shutdownTimeout);
-  io.notice(`burg socket: stopped (${server.ended.eof} sessions ended normally, ${server.ended.aborted} aborted, ${server.ended["connection-lost"]} lost)`);
+  io.notice(`burg socket: stopped (${server.ended.eof} sessions ended normally, ${server.ended.aborted} aborted, ${server.ended["connection-lost"]} lost, ${server.ended["io-error"]} failed)`);
   return 0;
 }
 

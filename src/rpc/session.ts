@@ -35,6 +35,7 @@ import {
   isBytes,
 } from "../util/msgpack.ts";
 import { objectBuffers } from "../util/buffer-pool.ts";
+import { isPeerGone } from "../util/io-errors.ts";
 import { VERSION } from "../version.ts";
 import type { OpenRepository, RepositoryHandle } from "./backend.ts";
 import { GuardedRepository, checkPathAllowed, resolveRepositoryPath, type PathContext, type ServePolicy } from "./policy.ts";
@@ -81,6 +82,12 @@ export interface SessionStream {
   write(data: Uint8Array, written?: () => void): Promise<void>;
   /** Resolves when everything written has been handed to the operating system. */
   flush(): Promise<void>;
+  /**
+   * Resolves with the error once writing has failed, even while no write() is waiting: output is
+   * queued, so a session that is waiting for requests would otherwise not notice until its next
+   * reply.
+   */
+  whenFailed?(): Promise<Error>;
 }
 
 export interface SessionConfig {
@@ -94,11 +101,16 @@ export interface SessionConfig {
   sysinfo(): string;
 }
 
-export type SessionEnd = "eof" | "protocol-error" | "connection-lost" | "aborted";
+/**
+ * How a session ended. "connection-lost": the client went away (EPIPE, ECONNRESET, a closed
+ * socket). "io-error": reading or writing the stream failed for any other reason, a failure
+ * on our side that is logged at ERROR level, never taken for a disconnect.
+ */
+export type SessionEnd = "eof" | "protocol-error" | "connection-lost" | "io-error" | "aborted";
 
 export interface SessionResult {
   end: SessionEnd;
-  /** 0 for a normal end of input, 2 (EXIT_ERROR) when the client broke the protocol or vanished. */
+  /** 0 for a normal end of input, 2 (EXIT_ERROR) otherwise. */
   exitCode: number;
   error?: Error;
 }
@@ -122,7 +134,11 @@ class Signal {
   }
 }
 
-type InputEnd = { kind: "eof" } | { kind: "protocol-error"; error: Error } | { kind: "connection-lost"; error: Error };
+type InputEnd =
+  | { kind: "eof" }
+  | { kind: "protocol-error"; error: Error }
+  | { kind: "connection-lost"; error: Error }
+  | { kind: "io-error"; error: Error };
 
 export class Session {
   private readonly decoder = new StreamDecoder(borgUnpackerLimits("server"));
@@ -136,6 +152,8 @@ export class Session {
   private pendingOpen: Promise<RepositoryHandle> | null = null;
   private clientVersion: number[] | null = null;
   private closed = false;
+  /** The stream's write failure, once known. */
+  private outputFailure: Error | null = null;
 
   constructor(private readonly config: SessionConfig) {}
 
@@ -151,13 +169,20 @@ export class Session {
   /** Serve the stream until the client is done, the protocol breaks or abort() is called. */
   async run(stream: SessionStream): Promise<SessionResult> {
     void this.readInput(stream);
+    // A client that went away is noticed by reading (EOF) or by the next write; a failure of
+    // our own ends the session at once.
+    void stream.whenFailed?.().then((e) => {
+      if (isPeerGone(e)) return;
+      this.outputFailure ??= e;
+      this.abort(`writing to the client failed: ${e.message}`);
+    });
     let result: SessionResult;
     try {
       result = await this.execute(stream);
     } finally {
       await this.closeRepository();
     }
-    if (result.end !== "connection-lost") {
+    if (result.end !== "connection-lost" && result.end !== "io-error") {
       try {
         await stream.flush();
       } catch {
@@ -216,7 +241,11 @@ export class Session {
       this.inputEnd =
         e instanceof MsgpackDecodeError || e instanceof MsgpackLimitError
           ? { kind: "protocol-error", error: err }
-          : { kind: "connection-lost", error: err };
+          : isPeerGone(e)
+            ? { kind: "connection-lost", error: err }
+            : { kind: "io-error", error: err };
+      // stop executing what is queued: with its input broken the session cannot go on
+      if (this.inputEnd.kind === "io-error") this.abort(`reading the client's requests failed: ${err.message}`);
     }
     this.queueChanged.notify();
   }
@@ -257,10 +286,18 @@ export class Session {
           await stream.write(part, objectBuffers.owns(part) ? () => objectBuffers.give(part) : undefined);
         }
       } catch (e) {
-        this.abort("connection lost while replying");
-        return { end: "connection-lost", exitCode: 2, error: e instanceof Error ? e : new Error(String(e)) };
+        const err = e instanceof Error ? e : new Error(String(e));
+        if (isPeerGone(err)) {
+          this.abort("connection lost while replying");
+          this.logger.debug(`connection lost while replying: ${err.message}`);
+          return { end: "connection-lost", exitCode: 2, error: err };
+        }
+        this.abort("sending a reply failed");
+        return this.ioError("sending a reply", err);
       }
     }
+    if (this.inputEnd?.kind === "io-error") return this.ioError("reading the requests", this.inputEnd.error);
+    if (this.outputFailure !== null) return this.ioError("sending a reply", this.outputFailure);
     if (this.aborted) return { end: "aborted", exitCode: 2 };
     const end = this.inputEnd ?? { kind: "eof" };
     if (end.kind === "protocol-error") {
@@ -275,6 +312,15 @@ export class Session {
     }
     if (this.repo === null) this.logger.debug(`Borg ${VERSION}: Got connection close before repository was opened.`);
     return { end: "eof", exitCode: 0 };
+  }
+
+  /** A failure of our own on the stream: an ERROR line the client shows as "Remote: ...". */
+  private ioError(what: string, err: Error): SessionResult {
+    this.logger.error(
+      `burg internal error (StreamIoError) while ${what}: ${err.message}. ` +
+        "The transaction is rolled back and the session closed.",
+    );
+    return { end: "io-error", exitCode: 2, error: err };
   }
 
   /** Execute one decoded message and return the encoded reply (in parts). Throws only when there is no msgid. */

@@ -14,6 +14,7 @@
 import type { Socket } from "bun";
 import { accessSync, constants as fsc, lstatSync } from "node:fs";
 import { BurgError } from "../errors.ts";
+import { isPeerGone } from "../util/io-errors.ts";
 import { SocketStream, socketHandlers } from "./socket-stream.ts";
 
 /** A connection that could not be made; the message says why in the user's terms. */
@@ -81,7 +82,10 @@ export interface BridgeOutcome {
   inputEnded: boolean;
   /** The local output went away (e.g. the reading process exited) before the server closed. */
   outputLost: boolean;
-  /** The connection failed instead of being closed by the server. */
+  /**
+   * The connection failed instead of being closed by the server, or reading our input or
+   * writing our output failed with anything but the reader or writer going away.
+   */
   error: Error | null;
 }
 
@@ -98,8 +102,12 @@ export async function bridge(local: LocalStreams, remote: SocketStream): Promise
       }
       outcome.inputEnded = true;
       await remote.shutdownWrite();
-    } catch {
-      // The socket is gone (downstream sees that) or our input failed (treated as its end).
+    } catch (e) {
+      // The socket is gone (downstream sees that), or our input failed: the end of it when the
+      // writer went away, an error of ours otherwise.
+      if (!remote.isClosed && !isPeerGone(e) && !(e === remote.failure)) {
+        outcome.error ??= new Error(`reading stdin failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+      }
       if (!remote.isClosed) {
         outcome.inputEnded = true;
         await remote.shutdownWrite().catch(() => undefined);
@@ -111,7 +119,8 @@ export async function bridge(local: LocalStreams, remote: SocketStream): Promise
     for await (const chunk of remote.readable) {
       try {
         await local.write(chunk);
-      } catch {
+      } catch (e) {
+        if (!isPeerGone(e)) outcome.error ??= new Error(`writing stdout failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
         outcome.outputLost = true;
         break;
       }
@@ -120,12 +129,13 @@ export async function bridge(local: LocalStreams, remote: SocketStream): Promise
     if (!outcome.outputLost) {
       try {
         await local.flush();
-      } catch {
+      } catch (e) {
+        if (!isPeerGone(e)) outcome.error ??= new Error(`writing stdout failed: ${(e as Error)?.message ?? String(e)}`, { cause: e });
         outcome.outputLost = true;
       }
     }
   } catch (e) {
-    outcome.error = e instanceof Error ? e : new Error(String(e));
+    outcome.error ??= e instanceof Error ? e : new Error(String(e));
   }
   remote.destroy();
   // Upstream stops at its next chunk (or is blocked on input we no longer need); do not wait for it.

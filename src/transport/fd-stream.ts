@@ -1,14 +1,27 @@
 // A SessionStream over raw file descriptors (stdin/stdout of `burg serve`), without Node stream
 // objects: input is read straight into the session decoder's buffers (one copy, recycled
 // buffers); replies are queued and written with writev(2), many at a time, so a pipelining
-// client gets a burst of replies per system call. Write errors (EPIPE when the client has gone)
-// reach the session as rejected writes.
+// client gets a burst of replies per system call.
+//
+// A client that sends asynchronous calls (borg's puts and deletes, wait=False) has no limit on
+// requests in flight, so thousands of replies can be queued at once. Two rules keep writev
+// within its documented limits however many there are: small replies (a put's is 12 bytes) are
+// copied into shared staging buffers as they are queued, and no call passes more than IOV_MAX
+// iovecs (Linux: 1024; more is EINVAL). Write and read errors reach the session as rejected
+// writes and reads carrying the call and errno (StreamIoError), so it can tell a client that
+// went away (EPIPE, ECONNRESET) from a failure of ours.
 
 import { read, writev } from "node:fs";
 import type { SessionStream } from "../rpc/session.ts";
+import { StreamIoError } from "../util/io-errors.ts";
 
 /** Queued reply bytes above which write() waits for the queue to drain (backpressure). */
 const HIGH_WATER_MARK = 4 << 20;
+/** writev(2)'s limit on iovecs per call: IOV_MAX (UIO_MAXIOV), 1024 on Linux. */
+export const IOV_MAX = 1024;
+/** Chunks up to this size are copied into a staging buffer instead of taking an iovec each. */
+const COPY_MAX = 2048;
+const STAGE_SIZE = 64 * 1024;
 
 /** One read(2) on `fd` into `buf` (in the thread pool); 0 at end of input. */
 function readFd(fd: number, buf: Uint8Array): Promise<number> {
@@ -18,13 +31,24 @@ function readFd(fd: number, buf: Uint8Array): Promise<number> {
         if (!err) return resolve(n);
         // a non-blocking descriptor handed to us by a parent: wait a moment and try again
         if (err.code === "EAGAIN") return void setTimeout(attempt, 1);
-        reject(err);
+        reject(new StreamIoError("read", fd, err));
       });
     attempt();
   });
 }
 
-export function fdSessionStream(inFd: number, outFd: number): SessionStream {
+/**
+ * The writev(2) behind the stream; tests pass a recording one to see every call's iovec count.
+ * Same contract as node:fs writev.
+ */
+export type WritevFn = (
+  fd: number,
+  chunks: Uint8Array[],
+  position: null,
+  cb: (err: NodeJS.ErrnoException | null, written: number) => void,
+) => void;
+
+export function fdSessionStream(inFd: number, outFd: number, writevFn: WritevFn = writev): SessionStream {
   let queue: Uint8Array[] = [];
   /** written() callbacks of the queued chunks, by position. */
   let callbacks: Array<(() => void) | undefined> = [];
@@ -33,9 +57,23 @@ export function fdSessionStream(inFd: number, outFd: number): SessionStream {
   let scheduled = false;
   let failure: Error | null = null;
   let waiters: Array<{ resolve: () => void; reject: (e: Error) => void; drainOnly: boolean }> = [];
+  /** Small chunks are copied here; [stageStart, stageEnd) is not in the queue yet. */
+  let stage: Uint8Array | null = null;
+  let stageStart = 0;
+  let stageEnd = 0;
+  let onFailure: (e: Error) => void = () => undefined;
+  const failed = new Promise<Error>((resolve) => (onFailure = resolve));
+
+  /** Queue the staged bytes as one chunk (they keep their place before what is queued next). */
+  const cutStage = () => {
+    if (stage === null || stageEnd === stageStart) return;
+    queue.push(stage.subarray(stageStart, stageEnd));
+    callbacks.push(undefined);
+    stageStart = stageEnd;
+  };
 
   const settle = () => {
-    const idle = !writing && queue.length === 0;
+    const idle = !writing && queue.length === 0 && stageEnd === stageStart;
     const keep: typeof waiters = [];
     for (const w of waiters) {
       if (failure !== null) w.reject(failure);
@@ -47,16 +85,26 @@ export function fdSessionStream(inFd: number, outFd: number): SessionStream {
 
   const pump = () => {
     scheduled = false;
+    cutStage();
     if (writing || failure !== null || queue.length === 0) return settle();
     writing = true;
-    const chunks = queue;
-    const done = callbacks;
-    queue = [];
-    callbacks = [];
-    writev(outFd, chunks, null, (err, written) => {
+    // at most IOV_MAX iovecs per call; the rest waits for the next round
+    let chunks: Uint8Array[];
+    let done: Array<(() => void) | undefined>;
+    if (queue.length <= IOV_MAX) {
+      chunks = queue;
+      done = callbacks;
+      queue = [];
+      callbacks = [];
+    } else {
+      chunks = queue.splice(0, IOV_MAX);
+      done = callbacks.splice(0, IOV_MAX);
+    }
+    writevFn(outFd, chunks, null, (err, written) => {
       writing = false;
       if (err && err.code !== "EAGAIN") {
-        failure = err;
+        failure = new StreamIoError("writev", outFd, err);
+        onFailure(failure);
         return settle();
       }
       // put back what a short write (or EAGAIN) left over, in order
@@ -75,8 +123,10 @@ export function fdSessionStream(inFd: number, outFd: number): SessionStream {
         }
       }
       queuedBytes -= err ? 0 : written;
-      queue = rest.concat(queue);
-      callbacks = restDone.concat(callbacks);
+      if (rest.length > 0) {
+        queue = rest.concat(queue);
+        callbacks = restDone.concat(callbacks);
+      }
       settle();
       if (err) setTimeout(pump, 1);
       else pump();
@@ -103,8 +153,20 @@ export function fdSessionStream(inFd: number, outFd: number): SessionStream {
     },
     async write(data: Uint8Array, written?: () => void): Promise<void> {
       if (failure !== null) throw failure;
-      queue.push(data);
-      callbacks.push(written);
+      if (data.length <= COPY_MAX) {
+        if (stage === null || stage.length - stageEnd < data.length) {
+          cutStage();
+          stage = new Uint8Array(STAGE_SIZE);
+          stageStart = stageEnd = 0;
+        }
+        stage.set(data, stageEnd);
+        stageEnd += data.length;
+        written?.(); // copied: the caller's buffer is free again
+      } else {
+        cutStage();
+        queue.push(data);
+        callbacks.push(written);
+      }
       queuedBytes += data.length;
       schedule();
       if (queuedBytes >= HIGH_WATER_MARK) await wait(true);
@@ -114,5 +176,6 @@ export function fdSessionStream(inFd: number, outFd: number): SessionStream {
       if (!writing) pump();
       await wait(false);
     },
+    whenFailed: () => failed,
   };
 }

@@ -92,7 +92,7 @@ export class SocketServer {
   private stopping = false;
   private readonly idleWaiters: Array<() => void> = [];
   /** Sessions that ended, by how they ended (for tests and the final log line). */
-  readonly ended: Record<SessionResult["end"], number> = { eof: 0, "protocol-error": 0, "connection-lost": 0, aborted: 0 };
+  readonly ended: Record<SessionResult["end"], number> = { eof: 0, "protocol-error": 0, "connection-lost": 0, "io-error": 0, aborted: 0 };
   refused = 0;
 
   constructor(private readonly options: SocketServerOptions) {}
@@ -157,6 +157,11 @@ export class SocketServer {
       case "connection-lost":
         this.log.warning(
           `${what} lost after ${secs} s (${result.error?.message ?? "client gone"}); uncommitted changes were rolled back`,
+        );
+        break;
+      case "io-error":
+        this.log.error(
+          `${what} failed after ${secs} s: ${result.error?.message ?? "I/O error"}; uncommitted changes were rolled back`,
         );
         break;
       case "protocol-error":

@@ -14,6 +14,7 @@
 
 import type { Socket, SocketHandler } from "bun";
 import type { SessionStream } from "../rpc/session.ts";
+import { ConnectionClosedError } from "../util/io-errors.ts";
 
 /** Pause reading from the peer while this many received bytes wait to be consumed. */
 export const READ_HIGH_WATER = 4 * 1024 * 1024;
@@ -21,13 +22,13 @@ export const READ_HIGH_WATER = 4 * 1024 * 1024;
 const READ_LOW_WATER = 1024 * 1024;
 /** write() resolves at once while fewer bytes than this wait for the kernel. */
 const WRITE_HIGH_WATER = 1024 * 1024;
-
-export class ConnectionClosedError extends Error {
-  constructor(message = "connection closed") {
-    super(message);
-    this.name = "ConnectionClosedError";
-  }
-}
+/**
+ * Writes up to this size are copied into a staging buffer and sent together after the current
+ * burst of replies: an asynchronous client (borg's puts and deletes) can have thousands of 12-byte
+ * replies due at once, which would otherwise cost a system call and a queue entry each.
+ */
+const COPY_MAX = 2048;
+const STAGE_SIZE = 64 * 1024;
 
 type Waiter = { resolve: () => void; reject: (e: Error) => void };
 
@@ -48,10 +49,17 @@ export class SocketStream implements SessionStream {
   /** written() callbacks of the outbox chunks, by position. */
   private readonly outboxDone: Array<(() => void) | undefined> = [];
   private outboxBytes = 0;
-  private failure: Error | null = null;
+  private failureError: Error | null = null;
   private writeWaiters: Waiter[] = [];
   private flushWaiters: Waiter[] = [];
   private closed = false;
+  /** Staging buffer for small writes; the outbox's last entry is stage[stageTailStart, stageEnd) while stageTail. */
+  private stage: Uint8Array | null = null;
+  private stageEnd = 0;
+  private stageTailStart = 0;
+  private stageTail = false;
+  private pumpScheduled = false;
+  private failureWaiters: Array<(e: Error) => void> = [];
   private readonly closedWaiters: Array<() => void> = [];
 
   constructor(private readonly socket: Socket<unknown>) {}
@@ -127,29 +135,67 @@ export class SocketStream implements SessionStream {
   // ------------------------------------------------------------------ output
 
   write(data: Uint8Array, written?: () => void): Promise<void> {
-    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.failureError !== null) return Promise.reject(this.failureError);
     if (data.length === 0) {
       written?.();
       return Promise.resolve();
     }
-    this.outbox.push(data);
-    this.outboxDone.push(written);
     this.outboxBytes += data.length;
-    this.pump();
-    if (this.failure !== null) return Promise.reject(this.failure);
+    if (data.length <= COPY_MAX) {
+      this.stageSmall(data);
+      written?.(); // copied: the caller's buffer is free again
+      this.schedulePump();
+    } else {
+      this.stageTail = false;
+      this.outbox.push(data);
+      this.outboxDone.push(written);
+      this.pump();
+    }
+    if (this.failureError !== null) return Promise.reject(this.failureError);
     if (this.outboxBytes < WRITE_HIGH_WATER) return Promise.resolve();
     return new Promise<void>((resolve, reject) => this.writeWaiters.push({ resolve, reject }));
   }
 
   flush(): Promise<void> {
-    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.failureError !== null) return Promise.reject(this.failureError);
     if (this.outboxBytes === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => this.flushWaiters.push({ resolve, reject }));
   }
 
+  private stageSmall(data: Uint8Array): void {
+    const n = data.length;
+    if (this.stageTail && this.stage!.length - this.stageEnd >= n) {
+      this.stage!.set(data, this.stageEnd);
+      this.stageEnd += n;
+      this.outbox[this.outbox.length - 1] = this.stage!.subarray(this.stageTailStart, this.stageEnd);
+      return;
+    }
+    if (this.stage === null || this.stage.length - this.stageEnd < n) {
+      this.stage = new Uint8Array(STAGE_SIZE);
+      this.stageEnd = 0;
+    }
+    this.stageTailStart = this.stageEnd;
+    this.stage.set(data, this.stageEnd);
+    this.stageEnd += n;
+    this.outbox.push(this.stage.subarray(this.stageTailStart, this.stageEnd));
+    this.outboxDone.push(undefined);
+    this.stageTail = true;
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
   /** Hand queued output to the kernel until it takes no more (then Bun calls drain). */
   private pump(): void {
-    while (this.outbox.length > 0 && this.failure === null) {
+    // what is queued from now on starts a new entry: the current tail may be partly written
+    this.stageTail = false;
+    while (this.outbox.length > 0 && this.failureError === null) {
       const head = this.outbox[0]!;
       const n = this.socket.write(head);
       if (n < 0) {
@@ -173,9 +219,11 @@ export class SocketStream implements SessionStream {
   }
 
   private fail(error: Error): void {
-    if (this.failure !== null) return;
+    if (this.failureError !== null) return;
     // Output nobody will ever read: drop it, and let writers and flushers know.
-    this.failure = error;
+    this.failureError = error;
+    for (const w of this.failureWaiters.splice(0)) w(error);
+    this.stageTail = false;
     this.outbox.length = 0;
     this.outboxDone.length = 0;
     this.outboxBytes = 0;
@@ -211,6 +259,16 @@ export class SocketStream implements SessionStream {
   /** Received bytes not yet consumed (bounded by the read high-water mark plus one delivery). */
   get bufferedInputBytes(): number {
     return this.inboxBytes;
+  }
+
+  whenFailed(): Promise<Error> {
+    if (this.failureError !== null) return Promise.resolve(this.failureError);
+    return new Promise((resolve) => this.failureWaiters.push(resolve));
+  }
+
+  /** Why writes fail, once they do. */
+  get failure(): Error | null {
+    return this.failureError;
   }
 
   get isClosed(): boolean {

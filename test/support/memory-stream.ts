@@ -11,8 +11,10 @@ export class MemoryStream implements SessionStream {
   private readonly replyDecoder = new StreamDecoder();
   readonly replies: unknown[] = [];
   private replyWaiters: Array<{ n: number; resolve: () => void }> = [];
-  /** When set, write() rejects (the client went away). */
+  /** When set, write() rejects with EPIPE (the client went away). */
   broken = false;
+  /** When set, write() rejects with this (a failure that is not the client going away). */
+  writeError: Error | null = null;
   /** When set, write() waits for this before resolving (a client that does not read). */
   writeGate: Promise<void> | null = null;
 
@@ -20,6 +22,7 @@ export class MemoryStream implements SessionStream {
     [Symbol.asyncIterator]: () => ({
       next: async (): Promise<IteratorResult<Uint8Array>> => {
         for (;;) {
+          if (this.inputError !== null) throw this.inputError;
           const c = this.chunks.shift();
           if (c !== undefined) return { done: false, value: c };
           if (this.ended) return { done: true, value: undefined };
@@ -28,6 +31,14 @@ export class MemoryStream implements SessionStream {
       },
     }),
   };
+
+  private inputError: Error | null = null;
+
+  /** Reading the client's bytes fails with `e`. */
+  readError(e: Error): void {
+    this.inputError = e;
+    this.wake?.();
+  }
 
   /** Client -> server bytes. */
   send(bytes: Uint8Array): void {
@@ -48,7 +59,8 @@ export class MemoryStream implements SessionStream {
   }
 
   async write(data: Uint8Array): Promise<void> {
-    if (this.broken) throw new Error("EPIPE: client went away");
+    if (this.broken) throw Object.assign(new Error("EPIPE: broken pipe, writev"), { code: "EPIPE" });
+    if (this.writeError) throw this.writeError;
     this.replyDecoder.feed(data.slice());
     for (const m of this.replyDecoder) this.replies.push(m);
     for (const w of this.replyWaiters.splice(0)) {

@@ -1,13 +1,29 @@
 // A small borg 1.x RPC client for tests and benchmarks: starts a server process (`burg serve` or
-// `borg serve`) on pipes and talks to it the way borg's RemoteRepository does — dict-format
-// messages, up to 100 requests in flight, replies matched by msgid — without borg's Python
-// client, so the server's own cost can be measured in isolation. The server's CPU time and
-// peak RSS are its own rusage, reported by GNU time when it exits.
+// `borg serve`) on pipes and talks to it the way borg's RemoteRepository does, without borg's
+// Python client, so the server's own cost can be measured in isolation. Dict-format messages,
+// replies matched by msgid, and borg's two modes of calling (remote.py call_many):
+//
+// - synchronous calls (`call`, `send`, `pipeline`; borg's wait=True): at most MAX_INFLIGHT = 100
+//   requests in flight, the sender waits for replies beyond that;
+// - asynchronous calls (`callAsync`; borg's wait=False, which `put` and `delete` use): no limit
+//   on requests in flight at all. Their replies are read as they arrive and dropped, except
+//   errors (and non-None results), which are kept as borg keeps its async_responses and
+//   reported by `asyncResponses()`. The only brake is the pipe itself: like borg's select loop,
+//   the sender waits while the server does not read, and goes on reading replies meanwhile.
+//
+// The server's CPU time and peak RSS are its own rusage, reported by GNU time when it exits.
 
 import { encode, StreamDecoder, mapGet, isMap, bytesToString } from "../../src/util/msgpack.ts";
 import { readUsage, timed, usageFile } from "../../bench/lib.ts";
 
 export const MAX_INFLIGHT = 100;
+/** Buffered request bytes after which an asynchronous sender waits for the pipe (1 MiB, a big pipe). */
+const ASYNC_FLUSH_BYTES = 1 << 20;
+
+function replyText(msg: Map<unknown, unknown>): string {
+  const short = mapGet(msg, "exception_short");
+  return Array.isArray(short) ? short.map((b) => bytesToString(b as Uint8Array)).join("") : "";
+}
 
 export interface ServerUsage {
   wallMs: number;
@@ -22,6 +38,16 @@ export class RpcClient {
   private msgid = 0;
   private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private inflight = 0;
+  /** Asynchronous calls whose reply has not arrived yet (borg's ignore_responses). */
+  private asyncOpen = new Set<number>();
+  /** Errors and non-None results of asynchronous calls (borg's async_responses). */
+  private asyncReplies: unknown[] = [];
+  private asyncWaiters: Array<() => void> = [];
+  /** Bytes written to the server's stdin since the last flush. */
+  private unflushed = 0;
+  /** Replies received (sync and async). */
+  repliesReceived = 0;
+  private connectionClosed = false;
   private waiters: Array<() => void> = [];
   private started = performance.now();
   private stderrText: Promise<string>;
@@ -48,13 +74,22 @@ export class RpcClient {
       this.decoder.feed(value);
       for (const msg of this.decoder) this.dispatch(msg);
     }
+    this.connectionClosed = true;
     for (const p of this.pending.values()) p.reject(new Error("server closed the connection"));
     this.pending.clear();
+    for (const w of this.asyncWaiters.splice(0)) w();
   }
 
   private dispatch(msg: unknown): void {
     if (!isMap(msg)) throw new Error("unexpected reply");
     const id = Number(mapGet(msg, "i"));
+    this.repliesReceived++;
+    if (this.asyncOpen.delete(id)) {
+      const r = mapGet(msg, "r");
+      if (mapGet(msg, "exception_class") !== undefined || (r !== null && r !== undefined)) this.asyncReplies.push(msg);
+      if (this.asyncOpen.size === 0) for (const w of this.asyncWaiters.splice(0)) w();
+      return;
+    }
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
@@ -63,9 +98,7 @@ export class RpcClient {
     if (w) w();
     const exc = mapGet(msg, "exception_class");
     if (exc !== undefined) {
-      const short = mapGet(msg, "exception_short");
-      const text = Array.isArray(short) ? short.map((b) => bytesToString(b as Uint8Array)).join("") : "";
-      p.reject(new Error(`${bytesToString(exc as Uint8Array)}: ${text}`));
+      p.reject(new Error(`${bytesToString(exc as Uint8Array)}: ${replyText(msg)}`));
     } else p.resolve(mapGet(msg, "r"));
   }
 
@@ -93,7 +126,51 @@ export class RpcClient {
   }
 
   async flush(): Promise<void> {
+    this.unflushed = 0;
     await this.stdin.flush();
+  }
+
+  /**
+   * One asynchronous call (borg's wait=False): written at once, never waited for. Resolves as
+   * soon as the server has room for more input, which is the only limit on calls in flight.
+   */
+  async callAsync(method: string, args: Record<string, unknown>): Promise<void> {
+    if (this.connectionClosed) throw new Error("server closed the connection");
+    const id = ++this.msgid;
+    this.asyncOpen.add(id);
+    const bytes = encode(new Map<string, unknown>([["i", id], ["m", method], ["a", new Map(Object.entries(args))]]));
+    this.stdin.write(bytes);
+    this.unflushed += bytes.length;
+    // The pipe is the brake: once a pipe's worth is buffered, wait until the server took it.
+    if (this.unflushed >= ASYNC_FLUSH_BYTES) await this.flush();
+  }
+
+  /** Asynchronous calls whose replies have not arrived. */
+  get asyncInFlight(): number {
+    return this.asyncOpen.size;
+  }
+
+  /**
+   * Wait for every asynchronous reply (borg's async_responses with async_wait) and throw the
+   * first error among them, as borg raises it.
+   */
+  async asyncResponses(): Promise<void> {
+    await this.flush();
+    while (this.asyncOpen.size > 0 && !this.connectionClosed) {
+      await new Promise<void>((r) => this.asyncWaiters.push(r));
+    }
+    const first = this.asyncReplies.shift();
+    if (first !== undefined) {
+      const exc = mapGet(first as Map<unknown, unknown>, "exception_class");
+      if (exc !== undefined) throw new Error(`${bytesToString(exc as Uint8Array)}: ${replyText(first as Map<unknown, unknown>)}`);
+    }
+    if (this.asyncOpen.size > 0) throw new Error(`server closed the connection with ${this.asyncOpen.size} asynchronous calls unanswered`);
+  }
+
+  /** Many asynchronous calls of one method, as borg's prune sends its deletes. */
+  async pipelineAsync(method: string, argsList: Iterable<Record<string, unknown>>): Promise<void> {
+    for (const args of argsList) await this.callAsync(method, args);
+    await this.flush();
   }
 
   /** One call, sent at once; resolves with its result. */

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type { ServePolicy } from "../../../src/rpc/policy.ts";
 import { Session, type SessionConfig } from "../../../src/rpc/session.ts";
 import { Logger } from "../../../src/util/log.ts";
+import { StreamIoError } from "../../../src/util/io-errors.ts";
 import { encode, mapGet } from "../../../src/util/msgpack.ts";
 import { tempDir } from "../../support/env.ts";
 import { FakeStore } from "../../support/fake-repository.ts";
@@ -277,6 +278,35 @@ describe("bad input", () => {
     expect(result.end).toBe("connection-lost");
     expect(s.store.handles[0]!.closed).toBe(true);
     expect(s.store.handles[0]!.state.committed.size).toBe(0);
+  });
+
+  test("a failed write that is not the client going away: an ERROR naming the call and errno, rolled back, exit 2", async () => {
+    const s = setup();
+    s.stream.sendMessages(NEGOTIATE, request(2, "open", { path: ascii("/~/repo") }));
+    await s.stream.waitForReplies(2);
+    s.stream.writeError = new StreamIoError("writev", 1, Object.assign(new Error("EINVAL: invalid argument, writev"), { code: "EINVAL" }));
+    s.stream.sendMessages(request(3, "put", { id: id(5), data: ascii("x") }), request(4, "put", { id: id(6), data: ascii("y") }));
+    const result = await s.done;
+    expect(result.end).toBe("io-error");
+    expect(result.exitCode).toBe(2);
+    expect(s.store.handles[0]!.closed).toBe(true);
+    expect(s.store.handles[0]!.state.committed.size).toBe(0);
+    const errors = s.logLines.map((l) => JSON.parse(l)).filter((l) => l.levelname === "ERROR");
+    expect(errors.length).toBe(1);
+    expect(errors[0].message).toContain("writev(2) on fd 1 failed: EINVAL");
+  });
+
+  test("a failed read that is not the client going away: an ERROR, rolled back, exit 2", async () => {
+    const s = setup();
+    s.stream.sendMessages(NEGOTIATE, request(2, "open", { path: ascii("/~/repo") }));
+    await s.stream.waitForReplies(2);
+    s.stream.readError(new StreamIoError("read", 0, Object.assign(new Error("EIO: i/o error, read"), { code: "EIO" })));
+    const result = await s.done;
+    expect(result.end).toBe("io-error");
+    expect(result.exitCode).toBe(2);
+    expect(s.store.handles[0]!.closed).toBe(true);
+    const errors = s.logLines.map((l) => JSON.parse(l)).filter((l) => l.levelname === "ERROR");
+    expect(errors.map((e) => e.message).join("\n")).toContain("read(2) on fd 0 failed: EIO");
   });
 
   test("abort while open() waits for a lock ends the session; the late handle gets closed", async () => {
