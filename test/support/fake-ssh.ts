@@ -26,6 +26,8 @@ export function forcedSsh(dir: string, command: string, name = "forced-ssh"): st
 export interface RemoteBorg {
   /** Runs the borg client with BORG_RSH=rsh and BORG_REMOTE_PATH=remotePath. */
   run(args: string[], opts?: { env?: Record<string, string>; input?: string; cwd?: string }): Promise<RunResult>;
+  /** The environment `run` gives borg (to spawn it some other way). */
+  env(extra?: Record<string, string>): Record<string, string>;
   url(repoPath: string, archive?: string): string;
 }
 
@@ -36,13 +38,10 @@ export interface RemoteBorg {
 export function remoteBorg(home: string, rsh: string, remotePath: string = BURG): RemoteBorg {
   const borg = requireBorg();
   if (remotePath === BURG) requireBurg();
+  const env = (extra: Record<string, string> = {}) => borgEnv(home, { BORG_RSH: rsh, BORG_REMOTE_PATH: remotePath, ...extra });
   return {
-    run: (args, opts = {}) =>
-      runAsync([borg, ...args], {
-        env: borgEnv(home, { BORG_RSH: rsh, BORG_REMOTE_PATH: remotePath, ...opts.env }),
-        input: opts.input,
-        cwd: opts.cwd,
-      }),
+    run: (args, opts = {}) => runAsync([borg, ...args], { env: env(opts.env), input: opts.input, cwd: opts.cwd }),
+    env,
     url: (repoPath, archive) => `ssh://fakehost${repoPath}${archive === undefined ? "" : `::${archive}`}`,
   };
 }

@@ -26,6 +26,8 @@ function replyText(msg: Map<unknown, unknown>): string {
 }
 
 export interface ServerUsage {
+  /** The server's exit code (GNU time passes it on). */
+  exitCode: number;
   wallMs: number;
   cpuMs: number;
   maxRssKiB: number;
@@ -210,8 +212,8 @@ export class RpcClient {
       this.closed = true;
       await this.stdin.end();
     }
-    await this.proc.exited;
+    const exitCode = await this.proc.exited;
     const wallMs = performance.now() - this.started;
-    return { wallMs, ...readUsage(this.usage), stderr: await this.stderrText };
+    return { exitCode, wallMs, ...readUsage(this.usage), stderr: await this.stderrText };
   }
 }
