@@ -192,6 +192,14 @@ export function isBadRequest(r: Request | BadRequest): r is BadRequest {
   return (r as BadRequest).error !== undefined;
 }
 
+/** The methods borg's RepositoryServer has itself; the others are its Repository's. */
+const SERVER_METHODS: ReadonlySet<string> = new Set(["negotiate", "open", "inject_exception"]);
+
+/** The method's __qualname__, as python (3.10 and later) names it in a TypeError. */
+function qualifiedName(method: string): string {
+  return `${SERVER_METHODS.has(method) ? "RepositoryServer" : "Repository"}.${method}`;
+}
+
 /**
  * The arguments a method will be called with: unknown names dropped (borg's filter_args),
  * missing required ones reported like python's TypeError.
@@ -205,7 +213,7 @@ export function filterArgs(method: string, args: Map<string, unknown>): Map<stri
   if (missing.length > 0) {
     const list = missing.map((n) => `'${n}'`).join(missing.length === 2 ? " and " : ", ");
     throw new RpcArgumentError(
-      `${method}() missing ${missing.length} required positional argument${missing.length > 1 ? "s" : ""}: ${list}`,
+      `${qualifiedName(method)}() missing ${missing.length} required positional argument${missing.length > 1 ? "s" : ""}: ${list}`,
     );
   }
   return out;
@@ -241,25 +249,50 @@ export interface WireError {
 export const RECONSTRUCTED = new Set(["DoesNotExist", "AlreadyExists", "PathNotAllowed"]);
 
 /** Turn anything thrown while executing a request into borg's exception fields. */
+/**
+ * Python's own exception classes among the names burg raises under. borg serve sends
+ * exception_short as [e.get_message()] for borg's Error classes only; for everything else it is
+ * traceback.format_exception_only(): ["ZeroDivisionError: integer division or modulo by zero\n"].
+ */
+export const PYTHON_EXCEPTIONS: ReadonlySet<string> = new Set([
+  "Exception",
+  "AssertionError",
+  "KeyError",
+  "TypeError",
+  "ValueError",
+  "ZeroDivisionError",
+]);
+
+/**
+ * The class name a bug in burg goes over as: one name to search for (with "burg"), whatever
+ * JavaScript error it was; the JavaScript name stays in the message.
+ */
+export const INTERNAL_ERROR_CLASS = "BurgInternalError";
+
+/** traceback.format_exception_only(): "Name: message\n", or "Name\n" without a message. */
+function exceptionOnly(name: string, message: string): string {
+  return message === "" ? `${name}\n` : `${name}: ${message}\n`;
+}
+
 export function wireError(e: unknown): WireError {
   if (e instanceof BurgError) {
     return {
       exceptionClass: e.borgName,
       args: [...e.borgArgs],
       full: pythonishTraceback(e, e.borgName, e.message),
-      short: [e.message],
+      short: [PYTHON_EXCEPTIONS.has(e.borgName) ? exceptionOnly(e.borgName, e.message) : e.message],
       trace: e.traceback,
     };
   }
   // Anything else is a bug or an unexpected condition: like a non-borg python exception, it
-  // goes over with its class name and a traceback the client prints.
+  // goes over with a class name, a message and a traceback the client prints.
   const err = e instanceof Error ? e : new Error(String(e));
-  const name = err.name || "Error";
+  const message = `${err.name || "Error"}: ${err.message}`;
   return {
-    exceptionClass: name,
-    args: [err.message],
-    full: pythonishTraceback(err, name, err.message),
-    short: [`${name}: ${err.message}\n`],
+    exceptionClass: INTERNAL_ERROR_CLASS,
+    args: [message],
+    full: pythonishTraceback(err, INTERNAL_ERROR_CLASS, message),
+    short: [exceptionOnly(INTERNAL_ERROR_CLASS, message)],
     trace: true,
   };
 }

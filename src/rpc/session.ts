@@ -346,7 +346,7 @@ export class Session {
     const reconstructed = RECONSTRUCTED.has(w.exceptionClass);
     if (!(e instanceof BurgError)) {
       // Not a borg condition but a bug in burg: always worth the operator's attention.
-      this.logger.error(`internal error in ${req.method}(): ${(e as Error)?.stack ?? String(e)}`);
+      this.logger.error(`burg internal error (BurgInternalError) in ${req.method}(): ${(e as Error)?.stack ?? String(e)}`);
     }
     if (req.dictFormat) {
       if (!reconstructed) this.logger.debug(w.full.join("\n"));

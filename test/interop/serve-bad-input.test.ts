@@ -72,6 +72,10 @@ describe("burg serve answers like borg serve", () => {
           rpc(6, "inject_exception", { kind: ascii("PathNotAllowed") }),
           rpc(7, "inject_exception", { kind: ascii("ObjectNotFound") }),
           rpc(8, "inject_exception", { kind: ascii("CheckNeeded") }),
+          // not borg's Error classes: exception_short as python's format_exception_only
+          rpc(9, "inject_exception", { kind: ascii("divide") }),
+          rpc(10, "put", { id: objId(3) }),
+          rpc(11, "inject_exception", { kind: ascii("IntegrityError") }),
         );
         p.end();
       };
@@ -82,11 +86,12 @@ describe("burg serve answers like borg serve", () => {
       script(ours);
       const oursEnd = await ours.finished;
       expect(oursEnd.code).toBe(refEnd.code);
-      expect(ours.replies.length).toBe(8);
+      expect(ours.replies.length).toBe(11);
       // negotiate and open: byte for byte
       expect(hex(encode(ours.replies[0]))).toBe(hex(encode(ref.replies[0])));
       expect(hex(encode(ours.replies[1]))).toBe(hex(encode(ref.replies[1])));
-      for (const i of [2, 3, 4, 5, 6, 7]) expect(errorShape(ours.replies[i])).toEqual(errorShape(ref.replies[i]));
+      for (const i of [2, 3, 4, 5, 6, 7, 8, 9, 10]) expect(errorShape(ours.replies[i])).toEqual(errorShape(ref.replies[i]));
+      expect(errorShape(ours.replies[8])).toMatchObject({ exception_short: ["ZeroDivisionError: integer division or modulo by zero\n"] });
     },
     TIMEOUT,
   );

@@ -89,8 +89,12 @@ export class FakeRepository implements RepositoryHandle {
     this.calls.push(name);
   }
 
+  /** When set, len() fails with this (a bug of the engine, say). */
+  lenError: Error | null = null;
+
   len(): number {
     this.use("len");
+    if (this.lenError) throw this.lenError;
     return this.current.size;
   }
   check(opts: CheckOptions): boolean {

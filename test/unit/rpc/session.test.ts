@@ -194,7 +194,7 @@ describe("requests", () => {
     expect((mapGet(r[3]!, "exception_args") as unknown[]).map(text)).toEqual(["01".repeat(32), join(s.root, "repo")]);
     expect(mapGet(r[3]!, "exception_trace")).toBe(true);
     expect(cls(r[4]!)).toBe("TypeError");
-    expect(short(r[4]!)).toBe("put() missing 1 required positional argument: 'data'");
+    expect(short(r[4]!)).toBe("TypeError: Repository.put() missing 1 required positional argument: 'data'\n");
     expect(cls(r[5]!)).toBe("InvalidRPCMethod");
     expect((mapGet(r[5]!, "exception_args") as unknown[]).map(text)).toEqual(["frobnicate"]);
     expect(cls(r[6]!)).toBe("TypeError");
@@ -204,6 +204,23 @@ describe("requests", () => {
     const full = (mapGet(r[8]!, "exception_full") as unknown[]).map(text);
     expect(full[0]).toBe("Traceback (most recent call last):\n");
     expect(full.at(-1)).toBe("ZeroDivisionError: integer division or modulo by zero\n");
+    expect(short(r[8]!)).toBe("ZeroDivisionError: integer division or modulo by zero\n");
+  });
+
+  test("a bug in burg (not a borg error) goes over as BurgInternalError, and is logged as an error", async () => {
+    const s = setup();
+    s.stream.sendMessages(NEGOTIATE, request(2, "open", { path: ascii("/~/repo") }));
+    await s.stream.waitForReplies(2);
+    s.store.handles[0]!.lenError = new TypeError("undefined is not an object");
+    s.stream.sendMessages(request(3, "__len__"));
+    s.stream.end();
+    await s.done;
+    const r = s.stream.replies.map(reply)[2]!;
+    expect(text(mapGet(r, "exception_class"))).toBe("BurgInternalError");
+    expect((mapGet(r, "exception_short") as unknown[]).map(text)).toEqual(["BurgInternalError: TypeError: undefined is not an object\n"]);
+    expect(mapGet(r, "exception_trace")).toBe(true);
+    const errors = s.logLines.map((l) => JSON.parse(l)).filter((l) => l.levelname === "ERROR");
+    expect(errors[0].message).toContain("burg internal error (BurgInternalError) in __len__(): TypeError: undefined is not an object");
   });
 
   test("end of input rolls back the open transaction and closes the repository", async () => {
