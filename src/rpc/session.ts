@@ -120,6 +120,12 @@ export interface SessionResult {
  * exceed it). Enough to keep the executor busy while the client sends; more only costs memory.
  */
 const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+/**
+ * ... and at this many requests: an asynchronous client (borg's deletes, ~60 bytes each) could
+ * otherwise have a quarter of a million decoded requests waiting, which the garbage collector
+ * then carries into its old generation.
+ */
+const MAX_QUEUED_REQUESTS = 1024;
 
 /** A one-shot wake-up for tasks waiting on each other. */
 class Signal {
@@ -217,20 +223,36 @@ export class Session {
     yield* stream.readable;
   }
 
+  /**
+   * Decode buffered requests into the queue until it is full; true when it is (more may be
+   * buffered), false when the decoder needs more input.
+   */
+  private decodeQueued(): boolean {
+    let before = this.decoder.consumed;
+    while (this.queue.length < MAX_QUEUED_REQUESTS && this.queuedBytes <= MAX_QUEUED_BYTES) {
+      const r = this.decoder.next();
+      if (r.done) return false;
+      const size = this.decoder.consumed - before;
+      before = this.decoder.consumed;
+      this.queue.push({ msg: r.value, size, seq: this.decoder.returned });
+      this.queuedBytes += size;
+    }
+    return true;
+  }
+
   private async readInput(stream: SessionStream): Promise<void> {
     try {
       for await (const chunk of this.chunks(stream)) {
         if (this.aborted) return;
         if (chunk !== null) this.decoder.feed(chunk);
-        let before = this.decoder.consumed;
-        for (const msg of this.decoder) {
-          const size = this.decoder.consumed - before;
-          before = this.decoder.consumed;
-          this.queue.push({ msg, size, seq: this.decoder.returned });
-          this.queuedBytes += size;
+        // Full: wait for room before decoding (and reading) more. Undecoded requests are a few
+        // bytes each; decoded ones are objects that would crowd the heap.
+        while (this.decodeQueued()) {
+          this.queueChanged.notify();
+          await this.queueChanged.wait();
+          if (this.aborted) return;
         }
         this.queueChanged.notify();
-        while (this.queuedBytes > MAX_QUEUED_BYTES && !this.aborted) await this.queueChanged.wait();
       }
       if (this.decoder.inMessage) {
         this.logger.debug(`connection closed inside a message (${this.decoder.buffered} bytes of it received)`);

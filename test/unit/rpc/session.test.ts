@@ -170,6 +170,29 @@ describe("requests", () => {
     expect(s.stream.replies.length).toBe(51);
   });
 
+  test("thousands of small requests in one read: at most 1024 wait decoded, all are answered in order", async () => {
+    const s = setup();
+    let release!: () => void;
+    s.stream.writeGate = new Promise((r) => (release = r));
+    s.stream.sendMessages(NEGOTIATE);
+    await s.stream.waitForReplies(1);
+    // as borg sends its asynchronous deletes: 20,000 requests arrive at once
+    s.stream.sendMessages(...Array.from({ length: 20_000 }, (_, n) => request(10 + n, "negotiate", { client_data: 2 })));
+    let most = 0;
+    for (let t = 0; t < 50; t++) {
+      most = Math.max(most, s.session.pendingRequests);
+      await Bun.sleep(1);
+    }
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(1024);
+    s.stream.writeGate = null;
+    release();
+    s.stream.end();
+    await s.done;
+    expect(s.stream.replies.length).toBe(20_001);
+    expect(s.stream.replies.map((r) => Number(mapGet(reply(r), "i")))).toEqual([1, ...Array.from({ length: 20_000 }, (_, n) => 10 + n)]);
+  });
+
   test("errors carry borg's fields; unknown arguments are ignored, missing ones are a TypeError", async () => {
     const s = setup();
     s.stream.sendMessages(
