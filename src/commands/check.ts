@@ -26,6 +26,8 @@ export interface CheckCommandOptions {
   maxDuration: number;
   /** Seconds to wait for the repository lock. */
   lockWait: number;
+  /** Do not lock the repository (borg's --bypass-lock): for read-only repositories. */
+  bypassLock?: boolean;
   verbose: boolean;
   debug: boolean;
 }
@@ -167,7 +169,7 @@ export async function runCheckCommand(options: CheckCommandOptions, io: CheckCom
       }
       let repo: Repository | null = null;
       try {
-        repo = await Repository.open(path, { exclusive: true, lockWait: options.lockWait });
+        repo = await Repository.open(path, { exclusive: true, lockWait: options.lockWait, lock: !options.bypassLock });
         const report = await checkRepository(repo, {
           repair: options.repair,
           maxDuration: options.maxDuration,
@@ -264,6 +266,7 @@ export function register(cli: CAC): void {
     .option("--progress", "show progress on stderr (default when stderr is a terminal)")
     .option("--max-duration <seconds>", "partial check: stop after about SECONDS, continue there next time")
     .option("--lock-wait <seconds>", "wait at most SECONDS for the repository lock (default: 1)")
+    .option("--bypass-lock", "do not lock the repository (a read-only one); the check must then be the only writer")
     .option("-v, --verbose", "show borg's info messages and a summary")
     .option("--info", "same as --verbose")
     .option("--debug", "show debug messages")
@@ -271,6 +274,12 @@ export function register(cli: CAC): void {
     .example("  burg check --max-duration 3600 /srv/borg/repo    # a slice a night")
     .example("  BORG_CHECK_I_KNOW_WHAT_I_AM_DOING=YES burg check --repair /srv/borg/repo")
     .action(async (repositories: string[], opts: Record<string, unknown>) => {
+      // cac declares a hyphenated flag to its parser under the camel-case name only, so
+      // `--bypass-lock REPO` arrives as bypassLock = "REPO": give the word back.
+      if (typeof opts.bypassLock === "string") {
+        repositories = [opts.bypassLock, ...(repositories ?? [])];
+        opts.bypassLock = true;
+      }
       const controller = new AbortController();
       const handlers = SIGNALS.map(([name, signo]) => {
         const h = () => controller.abort(new Interrupted(name, signo));
@@ -286,6 +295,7 @@ export function register(cli: CAC): void {
             progress: Boolean(opts.progress),
             maxDuration: parseSeconds("max-duration", opts.maxDuration, 0),
             lockWait: parseSeconds("lock-wait", opts.lockWait, 1),
+            bypassLock: Boolean(opts.bypassLock),
             verbose: Boolean(opts.verbose || opts.info),
             debug: Boolean(opts.debug),
           },

@@ -407,7 +407,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   } else {
     lastSegmentChecked = -1;
     repo.config.remove("repository", "last_segment_checked");
-    saveConfig(repo.path, repo.config);
+    saveConfig(repo.path, repo.config, { readOnlyOk: !repo.doLock });
   }
 
   const toCheck = all.filter((s) => s > lastSegmentChecked && s <= transactionId);
@@ -503,13 +503,13 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   if (stoppedAt !== null) {
     log.info(`finished partial segment check, last segment checked is ${segment}`, LOGGER);
     repo.config.set("repository", "last_segment_checked", String(segment));
-    saveConfig(repo.path, repo.config);
+    saveConfig(repo.path, repo.config, { readOnlyOk: !repo.doLock });
     report.lastSegmentChecked = segment;
   } else {
     showUpTo(all.length - 1);
     log.info(`finished segment check at segment ${segment}`, LOGGER);
     repo.config.remove("repository", "last_segment_checked");
-    saveConfig(repo.path, repo.config);
+    saveConfig(repo.path, repo.config, { readOnlyOk: !repo.doLock });
   }
   log.progress("repository.check", null, all.length, all.length, true);
 

@@ -93,9 +93,18 @@ export function readConfig(repoPath: string): IniConfig {
   return IniConfig.parse(text, repoPath);
 }
 
-export function saveConfig(repoPath: string, config: IniConfig): void {
+/** errno names python raises as PermissionError (borg's test), and a read-only file system. */
+const READ_ONLY_CODES = ["EACCES", "EPERM", "EROFS"];
+
+/**
+ * Save the config as borg's save_config does. `readOnlyOk` (borg: the repository was opened
+ * without a lock, e.g. `check --bypass-lock`) turns a write refused by permissions or a
+ * read-only file system into a warning: the config on disk stays as it was.
+ */
+export function saveConfig(repoPath: string, config: IniConfig, opts: { readOnlyOk?: boolean } = {}): void {
   const configPath = join(repoPath, "config");
   const oldPath = join(repoPath, "config.old");
+  const readOnly = (e: unknown, path: string) => readOnlyWriteTolerated(e, path, opts.readOnlyOk ?? false);
   if (existsSync(oldPath)) {
     log.warning("Old config file not securely erased on previous config update");
     secureErase(oldPath);
@@ -110,9 +119,36 @@ export function saveConfig(repoPath: string, config: IniConfig): void {
           "Failed to securely erase old repository config file (hardlinks not supported). " +
             "Old repokey data, if any, might persist on physical storage.",
         );
-      } else throw e;
+      } else if (readOnly(e, configPath)) return;
+      else throw e;
     }
   }
-  saveFileAtomic(configPath, config.serialize());
+  try {
+    saveFileAtomic(configPath, config.serialize());
+  } catch (e) {
+    if (!readOnly(e, configPath)) throw e;
+  }
   if (existsSync(oldPath)) secureErase(oldPath);
+}
+
+/**
+ * True (after borg's warning) when writing `path` failed for want of permission or on a
+ * read-only file system and `ok` says that is acceptable (no lock: borg's `not self.do_lock`).
+ */
+export function readOnlyWriteTolerated(e: unknown, path: string, ok: boolean): boolean {
+  const code = (e as NodeJS.ErrnoException).code ?? "";
+  if (!ok || !READ_ONLY_CODES.includes(code)) return false;
+  // borg names the file that failed (e.filename): SaveFile's temporary file, where there is one
+  const failed = (e as NodeJS.ErrnoException).path ?? path;
+  log.warning(`${osStrerror(e)}: Failed writing to '${failed}'. This is expected when working on read-only repositories.`);
+  return true;
+}
+
+/** The C library's text for an error's errno, as python's e.strerror gives it. */
+function osStrerror(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === "EACCES") return "Permission denied";
+  if (code === "EPERM") return "Operation not permitted";
+  if (code === "EROFS") return "Read-only file system";
+  return (e as Error).message;
 }

@@ -49,7 +49,7 @@ import { fromHex, toHex, bytesEqual } from "../util/hex.ts";
 import { log } from "../util/log.ts";
 import { formatFileSize, parseFileSize } from "../util/size.ts";
 import { isErrno, saveFileAtomic, syncDir } from "../util/fs.ts";
-import { IniConfig, readConfig, saveConfig } from "./config.ts";
+import { IniConfig, readConfig, readOnlyWriteTolerated, saveConfig } from "./config.ts";
 import {
   ATTIC_MAGIC,
   DEFAULT_MAX_SEGMENT_SIZE,
@@ -276,7 +276,7 @@ export class Repository implements RepositoryHandle {
 
   saveKey(keydata: Uint8Array): void {
     this.config.set("repository", "key", new TextDecoder().decode(keydata));
-    saveConfig(this.path, this.config);
+    saveConfig(this.path, this.config, { readOnlyOk: !this.doLock });
   }
 
   loadKey(): Uint8Array {
@@ -320,7 +320,12 @@ export class Repository implements RepositoryHandle {
       );
     }
     if (next < 0n || next >= 1n << 64n) throw new NonceRegression(`nonce ${next} out of range`);
-    saveFileAtomic(join(this.path, "nonce"), next.toString(16).padStart(16, "0"));
+    const noncePath = join(this.path, "nonce");
+    try {
+      saveFileAtomic(noncePath, next.toString(16).padStart(16, "0"));
+    } catch (e) {
+      if (!readOnlyWriteTolerated(e, noncePath, !this.doLock)) throw e;
+    }
   }
 
   breakLock(): void {
