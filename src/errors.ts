@@ -196,6 +196,17 @@ export class LockFailed extends LockingError {
   }
 }
 
+/**
+ * burg's own: a break-lock request that would have removed the lock of a live writer (or, for a
+ * restricted client, of a holder this host cannot prove dead). The message lists the holders.
+ */
+export class LockBreakRefused extends LockingError {
+  constructor(path: string, why: string, holders: string[]) {
+    const message = `Not breaking the lock ${path}: ${why}:\n${holders.join("\n")}`;
+    super("LockBreakRefused", message, [message]);
+  }
+}
+
 /** borg's NotLocked (a LockErrorT). */
 export class NotLocked extends LockingError {
   constructor(path: string) {

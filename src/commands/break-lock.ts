@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { DoesNotExist, EXIT_ERROR, EXIT_SUCCESS, InvalidRepository, UsageError } from "../errors.ts";
 import { hostIdInfo } from "../lock/host-id.ts";
 import type { HostIdOrigin } from "../lock/host-id.ts";
-import { inspectLock } from "../lock/inspect.ts";
+import { holderLine, inspectLock, isLiveLocalHolder } from "../lock/inspect.ts";
 import type { HolderReport, LockReport } from "../lock/inspect.ts";
 import { RepositoryLock } from "../lock/lock.ts";
 
@@ -57,18 +57,6 @@ function holderJson(h: HolderReport): Record<string, unknown> {
     reason: h.reason,
     recorded: h.recorded,
   };
-}
-
-function holderLine(h: HolderReport, ourHost: string): string {
-  if (h.host === null) return `  ${h.name} [${h.roles.join(", ")}]: malformed (${h.reason})`;
-  const where = h.host === ourHost ? " (this host)" : "";
-  const started = h.started ? ` started ${h.started}` : "";
-  return `  host ${h.host}${where} pid ${h.pid} thread ${h.thread} [${h.roles.join(", ")}]${started}: ${h.state} (${h.reason})`;
-}
-
-/** A holder that keeps break-lock from breaking without --force: alive as far as this host knows. */
-function isLiveLocalHolder(h: HolderReport, ourHost: string): boolean {
-  return h.host === ourHost && h.state === "alive";
 }
 
 /** Check that `repo` looks like a repository; returns the error text otherwise. */

@@ -105,3 +105,16 @@ export function inspectLock(repoPath: string): LockReport {
   const holders = [...byName.values()];
   return { repository, lockPath: base, locked: holders.length > 0 || excl.isLocked(), holders };
 }
+
+/** One holder, as `burg break-lock` and a refused break_lock request describe it. */
+export function holderLine(h: HolderReport, ourHost: string): string {
+  if (h.host === null) return `  ${h.name} [${h.roles.join(", ")}]: malformed (${h.reason})`;
+  const where = h.host === ourHost ? " (this host)" : "";
+  const started = h.started ? ` started ${h.started}` : "";
+  return `  host ${h.host}${where} pid ${h.pid} thread ${h.thread} [${h.roles.join(", ")}]${started}: ${h.state} (${h.reason})`;
+}
+
+/** A holder whose lock must not be broken without --force: alive as far as this host knows. */
+export function isLiveLocalHolder(h: HolderReport, ourHost: string): boolean {
+  return h.host === ourHost && h.state === "alive";
+}

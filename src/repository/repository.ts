@@ -36,6 +36,7 @@ import {
   IntegrityError,
   InvalidRepository,
   InvalidRepositoryConfig,
+  LockBreakRefused,
   NonceRegression,
   ObjectNotFound,
   ParentPathDoesNotExist,
@@ -50,6 +51,8 @@ import { log } from "../util/log.ts";
 import { formatFileSize, parseFileSize } from "../util/size.ts";
 import { isErrno, saveFileAtomic, syncDir } from "../util/fs.ts";
 import { IniConfig, readConfig, readOnlyWriteTolerated, saveConfig } from "./config.ts";
+import { holderLine, inspectLock, isLiveLocalHolder } from "../lock/inspect.ts";
+import { hostId } from "../lock/host-id.ts";
 import {
   ATTIC_MAGIC,
   DEFAULT_MAX_SEGMENT_SIZE,
@@ -328,7 +331,31 @@ export class Repository implements RepositoryHandle {
     }
   }
 
-  breakLock(): void {
+  /**
+   * borg's break_lock, made safe: never the lock of a live process on this host (a writer in
+   * the middle of its transaction, or another session of this burg socket); with `onlyDead`
+   * (restricted clients) nothing but locks whose every holder is known to be dead. Refusals
+   * throw LockBreakRefused naming the holders, as `burg break-lock` shows them.
+   */
+  breakLock(opts: { onlyDead?: boolean } = {}): void {
+    const report = inspectLock(this.path);
+    const ourHost = hostId();
+    const live = report.holders.filter((h) => isLiveLocalHolder(h, ourHost));
+    if (live.length > 0) {
+      throw new LockBreakRefused(
+        report.lockPath,
+        "a live process on this host holds it (let it finish; `burg break-lock --force` on the server breaks it anyway)",
+        live.map((h) => holderLine(h, ourHost)),
+      );
+    }
+    const unproven = opts.onlyDead ? report.holders.filter((h) => h.state !== "dead") : [];
+    if (unproven.length > 0) {
+      throw new LockBreakRefused(
+        report.lockPath,
+        "this client may only break locks of holders that are known to be dead",
+        unproven.map((h) => holderLine(h, ourHost)),
+      );
+    }
     new RepositoryLock(this.path, { exclusive: true, timeout: 0 }).breakLock();
   }
 

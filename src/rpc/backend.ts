@@ -52,7 +52,11 @@ export interface RepositoryHandle {
   loadKey(): Uint8Array | Promise<Uint8Array>;
   getFreeNonce(): number | bigint | null | Promise<number | bigint | null>;
   commitNonceReservation(nextUnreserved: number | bigint, startNonce: number | bigint | null): void | Promise<void>;
-  breakLock(): void | Promise<void>;
+  /**
+   * borg's break_lock. Never breaks a lock held by a live process of this host; with
+   * `onlyDead`, only locks whose holders are all known to be dead (LockBreakRefused otherwise).
+   */
+  breakLock(opts?: { onlyDead?: boolean }): void | Promise<void>;
   /** Release the lock and files. Must be idempotent; an open transaction is rolled back. */
   close(): void | Promise<void>;
 }

@@ -497,8 +497,9 @@ export class GuardedRepository implements RepositoryHandle {
     this.logger.debug("nonce reservation kept in memory (--permissions read-only)");
   }
 
+  /** A restricted client may only clear what dead processes left behind. */
   breakLock(): void | Promise<void> {
-    return this.inner.breakLock();
+    return this.inner.breakLock({ onlyDead: true });
   }
 
   close(): void | Promise<void> {
