@@ -207,6 +207,20 @@ export class LockBreakRefused extends LockingError {
   }
 }
 
+/**
+ * burg's own: two writers met in one repository (its lock was broken from outside while a
+ * transaction was open). The later commit fails with this and its changes are dropped; what
+ * the other writer committed stays.
+ */
+export class ConcurrentWriteConflict extends BurgError {
+  constructor(repo: string, detail: string) {
+    const message =
+      `Another writer changed the repository ${repo} while this session's transaction was open ` +
+      `(${detail}); was its lock broken from outside? This session's changes are not committed; run it again.`;
+    super("ConcurrentWriteConflict", message, [message]);
+  }
+}
+
 /** borg's NotLocked (a LockErrorT). */
 export class NotLocked extends LockingError {
   constructor(path: string) {

@@ -36,6 +36,7 @@ import {
   IntegrityError,
   InvalidRepository,
   InvalidRepositoryConfig,
+  ConcurrentWriteConflict,
   LockBreakRefused,
   NonceRegression,
   ObjectNotFound,
@@ -101,6 +102,8 @@ export class Repository implements RepositoryHandle {
   activeTxn = false;
   exclusive: boolean | null;
   doLock: boolean;
+  /** The committed transaction the open one started from (null: an empty repository). */
+  private txnBase: number | null = null;
   appendOnly: boolean;
   storageQuota: number | null;
   storageQuotaUse = 0;
@@ -424,6 +427,7 @@ export class Repository implements RepositoryHandle {
 
   async prepareTxn(transactionId: number | null, doCleanup = true): Promise<void> {
     this.activeTxn = true;
+    this.txnBase = transactionId;
     if (this.doLock && !this.lock!.gotExclusiveLock()) {
       if (this.exclusive !== null) {
         throw new BurgError("AssertionError", "bug in code, exclusive lock should exist here", [
@@ -600,6 +604,7 @@ export class Repository implements RepositoryHandle {
     }
     this.checkFreeSpace();
     this.logStorageQuota();
+    this.checkSoleWriter();
     const io = this.segIO;
     const segment = io.writeCommit();
     if (!this.segments.has(segment)) this.segments.set(segment, 0);
@@ -619,7 +624,32 @@ export class Repository implements RepositoryHandle {
     this.rollback();
   }
 
+  /**
+   * Before a commit: no other writer committed since this transaction began, and none removed
+   * a segment it wrote (both happen only when the lock was broken from outside). Otherwise the
+   * transaction is rolled back (without cleanup: the other writer may still be at work) and
+   * ConcurrentWriteConflict thrown; the other writer's commits stay as they are.
+   */
+  private checkSoleWriter(): void {
+    const newer: number[] = [];
+    for (const name of readdirSync(this.path)) {
+      const m = /^(?:index|hints)\.(\d+)$/.exec(name);
+      if (m && (this.txnBase === null || Number(m[1]) > this.txnBase)) newer.push(Number(m[1]));
+    }
+    const lost = this.segIO.lostSegment();
+    if (newer.length === 0 && lost === null) return;
+    const detail =
+      newer.length > 0
+        ? `transaction ${Math.max(...newer)} was committed after ${this.txnBase ?? "none"}, which this one started from`
+        : `segment ${lost}, written by this session, was removed`;
+    const e = new ConcurrentWriteConflict(this.path, detail);
+    log.error(e.message, LOGGER);
+    this.rollback();
+    throw e;
+  }
+
   rollbackInternal(cleanup: boolean): void {
+    this.io?.forgetCreated();
     if (this.io && this.activeTxn) this.io.abandonSegment();
     if (cleanup && this.io) {
       const tid = this.io.segmentsTransactionId();

@@ -16,7 +16,7 @@ import {
   constants as fsc,
 } from "node:fs";
 import { join } from "node:path";
-import { IntegrityError } from "../errors.ts";
+import { ConcurrentWriteConflict, IntegrityError } from "../errors.ts";
 import { bytesEqual } from "../util/hex.ts";
 import { crc32Range } from "../util/crc32.ts";
 import { BufferPool, objectBuffers } from "../util/buffer-pool.ts";
@@ -70,6 +70,8 @@ export class SegmentStore {
   /** Write position within the current write segment (0 when no segment is open). */
   offset = 0;
   private writeFd: number | null = null;
+  /** Segments created by the open transaction, with their inode numbers. */
+  private readonly created = new Map<number, number>();
   private writeBuf = new Uint8Array(WRITE_BUFFER_SIZE);
   /** read()'s header, reused: it is parsed before the next read. */
   private readonly headerScratch = new Uint8Array(PUT_HEADER_SIZE);
@@ -383,8 +385,18 @@ export class SegmentStore {
           syncDir(join(this.path, "data"));
         }
       }
-      // O_EXCL like borg's SyncFile 'xb': never silently overwrite a segment.
-      const fd = openSync(this.segmentFilename(this.segment), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o666);
+      // O_EXCL like borg's SyncFile 'xb': never silently overwrite a segment. It exists only when
+      // another writer created it after this transaction began (a lock broken from outside).
+      let fd: number;
+      try {
+        fd = openSync(this.segmentFilename(this.segment), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o666);
+      } catch (e) {
+        if (isErrno(e, "EEXIST")) {
+          throw new ConcurrentWriteConflict(this.path, `segment ${this.segment} was created by another writer`);
+        }
+        throw e;
+      }
+      this.created.set(this.segment, fstatSync(fd).ino);
       this.writeFd = fd;
       this.dropReadFd(this.segment);
       this.writeBufLen = 0;
@@ -439,6 +451,25 @@ export class SegmentStore {
    * buffered is still written, so the file stays a well-formed (uncommitted) segment, as borg
    * leaves it; the next transaction's cleanup removes it.
    */
+  /**
+   * The first segment this transaction created that is gone or replaced (another writer's
+   * cleanup removed it), or null. Cleared by forgetCreated() when the transaction ends.
+   */
+  lostSegment(): number | null {
+    for (const [segment, ino] of this.created) {
+      try {
+        if (statSync(this.segmentFilename(segment)).ino !== ino) return segment;
+      } catch {
+        return segment;
+      }
+    }
+    return null;
+  }
+
+  forgetCreated(): void {
+    this.created.clear();
+  }
+
   abandonSegment(): void {
     const fd = this.writeFd;
     if (fd === null) return;
