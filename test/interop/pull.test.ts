@@ -67,6 +67,9 @@ function pullArgv(repo: string, borgArgs: string[], o: PullOpts = {}): string[] 
     `BORG_BASE_DIR=${clientHome}`,
     "--remote-burg",
     BURG,
+    // the client's borg is the one under test (BURG_TEST_BORG: borg 1.4 in test:borg14)
+    "--remote-borg",
+    requireBorg(),
     ...(o.extra ?? []),
     sshd.destination,
     "--",
@@ -493,7 +496,7 @@ describe("burg pull over ssh to 127.0.0.1", () => {
         PATH: `${bin}:${process.env.PATH ?? "/usr/bin:/bin"}`,
         BURG_PULL_HOST: sshd.destination,
         BURG_PULL_REPO: repo,
-        BURG_PULL_OPTIONS: [...sshd.sshOptions(), "--remote-env", `BORG_BASE_DIR=${clientHome}`, "--remote-burg", BURG]
+        BURG_PULL_OPTIONS: [...sshd.sshOptions(), "--remote-env", `BORG_BASE_DIR=${clientHome}`, "--remote-burg", BURG, "--remote-borg", requireBorg()]
           .map((w) => `'${w}'`)
           .join(" "),
         BORG_PASSPHRASE: PASS,
@@ -517,11 +520,16 @@ describe("burg pull over ssh to 127.0.0.1", () => {
       ok(await w(["check", repo]), "check");
 
       // The example configuration names the wrapper and the repository consistently.
-      const config = Bun.YAML.parse(readFileSync(join(ROOT, "contrib/borgmatic/config.yaml"), "utf8")) as Record<string, unknown>;
+      const config = Bun.YAML.parse(readFileSync(join(ROOT, "contrib/borgmatic/config-1.8.yaml"), "utf8")) as Record<string, unknown>;
       expect(config.local_path).toBe("/usr/local/bin/burg-pull-borg");
       const wrapperText = readFileSync(join(ROOT, "contrib/borgmatic/burg-pull-borg"), "utf8");
       const repoPath = (config.repositories as Array<{ path: string }>)[0]!.path;
       expect(wrapperText).toContain(`BURG_PULL_REPO:=${repoPath}`);
+      const sectioned = Bun.YAML.parse(readFileSync(join(ROOT, "contrib/borgmatic/config.yaml"), "utf8")) as {
+        location: { local_path: string; repositories: string[] };
+      };
+      expect(sectioned.location.local_path).toBe(config.local_path as string);
+      expect(sectioned.location.repositories).toEqual([repoPath]);
     },
     TIMEOUT,
   );
