@@ -95,3 +95,14 @@ function fmt(n: number): string {
   if (Math.abs(n) >= 1) return n.toFixed(2);
   return n.toPrecision(3);
 }
+
+/** The environment the servers of a benchmark run in, all of their state under `dir`. */
+export function benchEnv(dir: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: dir,
+    LANG: "C.UTF-8",
+    BORG_BASE_DIR: join(dir, "base"),
+    BURG_CONFIG_DIR: join(dir, "burg-config"),
+  };
+}

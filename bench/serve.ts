@@ -13,20 +13,14 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { machine, measure, printTable, type Row } from "./lib.ts";
+import { benchEnv, machine, measure, printTable, type Row } from "./lib.ts";
 import { RpcClient, type ServerUsage } from "../test/support/rpc-client.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BURG = join(ROOT, "dist/burg");
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "burg-bench-serve-"));
-const env: Record<string, string> = {
-  PATH: process.env.PATH ?? "/usr/bin:/bin",
-  HOME: dir,
-  LANG: "C.UTF-8",
-  BORG_BASE_DIR: join(dir, "base"),
-  BURG_CONFIG_DIR: join(dir, "burg-config"),
-};
+const env = benchEnv(dir);
 type Server = "burg" | "borg";
 const CMD: Record<Server, string[]> = { burg: [BURG, "serve"], borg: ["borg", "serve"] };
 

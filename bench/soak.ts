@@ -12,10 +12,11 @@
 //
 // Run: npm run bench:soak  (BENCH_SOAK_SECONDS=20 for a quick run; BENCH_DIR picks the disk)
 
+import { prng as sharedPrng } from "../test/support/data.ts";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { machine, printTable, type Row } from "./lib.ts";
+import { machine, printTable, type Row, benchEnv } from "./lib.ts";
 import { RpcClient, type ServerUsage } from "../test/support/rpc-client.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -41,26 +42,14 @@ const FAILURE_NOTES = 10;
 const PROGRESS_EVERY_S = Math.max(5, Math.min(60, SECONDS / 10));
 
 const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "burg-bench-soak-"));
-const env: Record<string, string> = {
-  PATH: process.env.PATH ?? "/usr/bin:/bin",
-  HOME: dir,
-  LANG: "C.UTF-8",
-  BORG_BASE_DIR: join(dir, "base"),
-  BURG_CONFIG_DIR: join(dir, "burg-config"),
-};
+const env = benchEnv(dir);
 type Server = "burg" | "borg";
 const CMD: Record<Server, string[]> = { burg: [BURG, "serve"], borg: ["borg", "serve"] };
 
-/** mulberry32: small, fast, deterministic. */
+/** The shared deterministic PRNG (test/support/data.ts), as 32-bit integers. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
+  const next = sharedPrng(seed);
+  return () => (next() * 2 ** 32) >>> 0;
 }
 
 function makePool(): Uint8Array {
