@@ -10,6 +10,8 @@
 import type { CAC } from "cac";
 import { createInterface } from "node:readline";
 import { EXIT_ERROR, EXIT_SUCCESS, Interrupted, UsageError } from "../errors.ts";
+import { randomUUID } from "node:crypto";
+import { appendJournal, JOURNAL_VERSION } from "../journal/journal.ts";
 import { checkRepository, exitCodeFor, type CheckReport, type Finding } from "../repository/check.ts";
 import { Repository } from "../repository/repository.ts";
 import { log, type LogSink } from "../util/log.ts";
@@ -137,6 +139,29 @@ function parseSeconds(name: string, v: unknown, fallback: number): number {
 }
 
 /** Check each repository in turn; the exit code is the worst of them. */
+/** The check's verdict as a "check" line of the session journal (burg status shows the last). */
+function recordCheck(path: string, report: CheckReport, options: CheckCommandOptions, started: number): void {
+  try {
+    appendJournal(
+      path,
+      {
+        v: JOURNAL_VERSION,
+        event: "check",
+        session: randomUUID(),
+        time: new Date().toISOString(),
+        verdict: report.verdict,
+        repair: options.repair,
+        partial: options.maxDuration > 0,
+        duration_seconds: (Date.now() - started) / 1000,
+        findings: report.findings.filter((f) => f.severity === "error").length,
+      },
+      { sync: true },
+    );
+  } catch (e) {
+    log.debug(`check not recorded in the journal: ${(e as Error).message}`, "burg.check");
+  }
+}
+
 export async function runCheckCommand(options: CheckCommandOptions, io: CheckCommandIO): Promise<number> {
   if (options.repos.length === 0) throw new UsageError("check: give at least one REPOSITORY");
   if (options.repair && options.maxDuration > 0) {
@@ -168,6 +193,7 @@ export async function runCheckCommand(options: CheckCommandOptions, io: CheckCom
         log.sink = { write: (line) => io.stderr(line) };
       }
       let repo: Repository | null = null;
+      const started = Date.now();
       try {
         repo = await Repository.open(path, { exclusive: true, lockWait: options.lockWait, lock: !options.bypassLock });
         const report = await checkRepository(repo, {
@@ -183,6 +209,7 @@ export async function runCheckCommand(options: CheckCommandOptions, io: CheckCom
         });
         display?.finish(state);
         exitCode = Math.max(exitCode, exitCodeFor(report));
+        recordCheck(repo.path, report, options, started);
         if (options.json) {
           results.push(reportJson(report));
         } else {

@@ -4,13 +4,15 @@ import type { CAC } from "cac";
 import * as breakLock from "./break-lock.ts";
 import * as check from "./check.ts";
 import * as connect from "./connect.ts";
+import * as log from "./log.ts";
 import * as pull from "./pull.ts";
 import * as restoreManifest from "./restore-manifest.ts";
 import * as serve from "./serve.ts";
 import * as socket from "./socket.ts";
+import * as status from "./status.ts";
 
 export interface Command {
   register(cli: CAC): void;
 }
 
-export const COMMANDS: Command[] = [serve, socket, connect, pull, check, breakLock, restoreManifest];
+export const COMMANDS: Command[] = [serve, socket, connect, pull, check, breakLock, restoreManifest, log, status];

@@ -47,6 +47,10 @@ const VALUE_OPTIONS = new Set([
   "--umask",
   "--lock-wait",
   "--debug-topic",
+  "--client-name",
+  "--alert-command",
+  "--alert-delete-share",
+  "--alert-manifest-shrink",
 ]);
 
 const FLAGS = new Set(["--sudo", "--append-only", "--critical", "--error", "--warning", "--info", "-v", "--verbose", "--debug"]);

@@ -120,7 +120,7 @@ export async function runPull(args: PullArgs, io: PullIO): Promise<number> {
   const repo = resolve(io.cwd, args.repo);
   const serve = { ...args.serve, restrictToRepository: [repo] };
   if (serve.permissions === undefined && !io.env.BORG_REPO_PERMISSIONS) serve.permissions = "no-delete";
-  const ctx = serveContext(serve, io);
+  const ctx = serveContext(serve, io, "pull");
   applyServeSettings(ctx.settings);
   let grace = DEFAULT_SESSION_GRACE;
   if (args.shutdownTimeout !== undefined) {
@@ -140,7 +140,14 @@ export async function runPull(args: PullArgs, io: PullIO): Promise<number> {
 
   const dir = privateDir(io.env);
   try {
-    const server = new SocketServer({ session: ctx.session, logger: log, name: "burg pull", maxSessions: null });
+    const pullHost = args.target.destination;
+    const server = new SocketServer({
+      session: ctx.session,
+      logger: log,
+      name: "burg pull",
+      maxSessions: null,
+      observe: (_stream, logger) => ctx.recorder({ pull_host: pullHost })(logger),
+    });
     const listener = await createSocketListener(
       { path: join(dir, "pull.sock"), mode: 0o600, gid: null, pidFile: null },
       {

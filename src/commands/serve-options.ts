@@ -15,7 +15,32 @@ import type { OpenRepository } from "../rpc/backend.ts";
 import { normalizeDebugTopic } from "../rpc/policy.ts";
 import type { SessionConfig } from "../rpc/session.ts";
 import { log } from "../util/log.ts";
-import { parseServeArgv, pathContext, serveSettings, sysinfo, type ServeCliOptions, type ServeSettings } from "./serve.ts";
+import { parseServeArgv, pathContext, recordedOptions, serveSettings, sysinfo, type ServeCliOptions, type ServeSettings } from "./serve.ts";
+import { SessionRecorder } from "../journal/recorder.ts";
+import type { Who } from "../journal/records.ts";
+import type { Logger } from "../util/log.ts";
+import { userInfo } from "node:os";
+
+function localUser(): Who {
+  try {
+    return { user: userInfo().username };
+  } catch {
+    return {};
+  }
+}
+
+/** A long-running server sees its alert commands end: a failure is logged as an error. */
+function logAlertFailure(logger: Logger) {
+  return (exited: Promise<number | null>, record: { session: string; repository: string }) => {
+    void exited.then((code) => {
+      if (code !== 0) {
+        logger.error(
+          `alert command for session ${record.session} on ${record.repository} ${code === null ? "could not be started" : `failed with exit status ${code}`} (see ${record.repository}/burg/alerts.log)`,
+        );
+      }
+    });
+  };
+}
 
 export type Env = Record<string, string | undefined>;
 
@@ -56,18 +81,27 @@ export interface ServeContextIO {
 
 export interface ServeContext {
   settings: ServeSettings;
+  /** The journal's observer factory for a session of `who`. */
+  recorder(who: Who): NonNullable<SessionConfig["observe"]>;
   /** A session configuration without its logger (each session gets its own). */
   session: Omit<SessionConfig, "logger">;
 }
 
 /** Parse serve options (UsageError on bad values) into settings and a session configuration. */
-export function serveContext(options: ServeCliOptions, io: ServeContextIO): ServeContext {
+export function serveContext(options: ServeCliOptions, io: ServeContextIO, command: string): ServeContext {
   const env: Env = { ...io.env };
   delete env.SSH_ORIGINAL_COMMAND;
   const settings = serveSettings(options, env);
   const info = sysinfo(env, io.argv);
+  const options_ = recordedOptions(settings);
+  const recorder = (who: Who) => (logger: Logger) =>
+    new SessionRecorder(
+      { command, who: { ...who, ...(settings.journal.clientName ? { client_name: settings.journal.clientName } : {}), ...localUser() }, options: options_, alert: settings.journal.alert, onAlert: logAlertFailure(logger) },
+      logger,
+    );
   return {
     settings,
+    recorder,
     session: {
       openRepository: io.openRepository,
       policy: settings.policy,

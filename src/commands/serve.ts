@@ -9,6 +9,8 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { homedir, hostname, machine, release, type, version as osVersion } from "node:os";
 import { UsageError } from "../errors.ts";
+import { DEFAULT_THRESHOLDS, type AlertConfig } from "../journal/alerts.ts";
+import { SessionRecorder, whoFromEnv } from "../journal/recorder.ts";
 import { openRepository } from "../repository/repository.ts";
 import type { OpenRepository } from "../rpc/backend.ts";
 import {
@@ -39,6 +41,10 @@ export interface ServeCliOptions {
   lockWait?: string;
   permissions?: string;
   debugTopic?: string[];
+  clientName?: string;
+  alertCommand?: string;
+  alertDeleteShare?: string;
+  alertManifestShrink?: string;
   /** The last of --critical/--error/--warning/--info/-v/--verbose/--debug, as argparse keeps it. */
   logLevel?: LevelName;
 }
@@ -51,6 +57,8 @@ export interface ServeSettings {
   /** Seconds; used for an open() without lock_wait (borg clients always send one). */
   lockWait: number;
   umask: number;
+  /** The session journal's settings: who the client is and the alert command. */
+  journal: { clientName: string | undefined; alert: AlertConfig | null };
 }
 
 const UMASK_DEFAULT = 0o077;
@@ -65,6 +73,10 @@ const VALUE_OPTIONS: Record<string, { key: keyof ServeCliOptions; list: boolean 
   "--lock-wait": { key: "lockWait", list: false },
   "--permissions": { key: "permissions", list: false },
   "--debug-topic": { key: "debugTopic", list: true },
+  "--client-name": { key: "clientName", list: false },
+  "--alert-command": { key: "alertCommand", list: false },
+  "--alert-delete-share": { key: "alertDeleteShare", list: false },
+  "--alert-manifest-shrink": { key: "alertManifestShrink", list: false },
   // borg common options with a value that serve accepts and ignores
   "--remote-path": null,
   "--rsh": null,
@@ -131,6 +143,15 @@ export function serveSettings(o: ServeCliOptions, env: Record<string, string | u
     if (!/^[+-]?\d+$/.test(lockWaitText.trim())) throw new UsageError(`argument --lock-wait: invalid int value: '${lockWaitText}'`);
     lockWait = parseInt(lockWaitText, 10);
   }
+  const share = (name: string, text: string | undefined, fallback: number): number => {
+    if (text === undefined) return fallback;
+    if (!/^(0(\.[0-9]+)?|1(\.0*)?|\.[0-9]+)$/.test(text.trim())) throw new UsageError(`argument --${name}: expected a fraction between 0 and 1: '${text}'`);
+    return parseFloat(text);
+  };
+  const thresholds = {
+    deleteShare: share("alert-delete-share", o.alertDeleteShare, DEFAULT_THRESHOLDS.deleteShare),
+    manifestShrink: share("alert-manifest-shrink", o.alertManifestShrink, DEFAULT_THRESHOLDS.manifestShrink),
+  };
   const settings: ServeSettings = {
     policy: {
       restrictToPaths: o.restrictToPath ?? [],
@@ -143,6 +164,10 @@ export function serveSettings(o: ServeCliOptions, env: Record<string, string | u
     debugTopics: o.debugTopic ?? [],
     lockWait,
     umask,
+    journal: {
+      clientName: o.clientName,
+      alert: o.alertCommand ? { command: o.alertCommand, thresholds } : null,
+    },
   };
   // A forced command (authorized_keys command="burg serve ..."): the client's own command line
   // may only choose the log level, debug topics and lock wait (borg's Archiver.get_args).
@@ -220,7 +245,10 @@ export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<n
   log.setLevel(settings.logLevel);
   log.topics = new Set(settings.debugTopics.map(normalizeDebugTopic));
   const info = sysinfo(io.env, io.argv);
+  const who = whoFromEnv(io.env, settings.journal.clientName);
+  const recorded = recordedOptions(settings);
   return io.serve({
+    observe: (logger) => new SessionRecorder({ command: "serve", who, options: recorded, alert: settings.journal.alert }, logger),
     openRepository: io.openRepository,
     policy: settings.policy,
     pathContext: pathContext(io.env, io.cwd),
@@ -228,6 +256,18 @@ export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<n
     defaultLockWait: settings.lockWait,
     sysinfo: () => info,
   });
+}
+
+/** The serve options a journal record keeps. */
+export function recordedOptions(settings: ServeSettings): Record<string, unknown> {
+  const p = settings.policy;
+  return {
+    restrict_to_paths: p.restrictToPaths,
+    restrict_to_repositories: p.restrictToRepositories,
+    append_only: p.appendOnly,
+    storage_quota: p.storageQuota,
+    permissions: p.permissions,
+  };
 }
 
 /** Register serve's policy and log options on a command (serve, socket, pull share them). */
@@ -244,6 +284,10 @@ export function addServeOptions(command: Command): Command {
     .option("--permissions <mode>", "all, no-delete, write-only or read-only (default: $BORG_REPO_PERMISSIONS or all)")
     .option("--umask <mask>", "set umask to M (octal, default 0077)")
     .option("--lock-wait <seconds>", "lock wait for clients that send none (borg clients send theirs; default 1)")
+    .option("--client-name <name>", "name of the client in the session journal (e.g. in each forced command)")
+    .option("--alert-command <cmd>", "run CMD (sh -c) after a destructive or failed session, its journal record as JSON on stdin")
+    .option("--alert-delete-share <f>", `alert when a session deletes or overwrites more than this share of the objects (default ${DEFAULT_THRESHOLDS.deleteShare})`)
+    .option("--alert-manifest-shrink <f>", `alert when the manifest shrinks below this share of its size (default ${DEFAULT_THRESHOLDS.manifestShrink})`)
     .option("--critical", "log level CRITICAL")
     .option("--error", "log level ERROR")
     .option("--warning", "log level WARNING (default)")

@@ -21,6 +21,7 @@ import { checkSocketPath, defaultSocketPath, formatMode, parseMode, pidFileFor }
 import { checkListenFds, listenFds, unsetListenEnv } from "../transport/systemd.ts";
 import { adoptListeningSockets, createSocketListener, type Listener } from "../transport/unix-listener.ts";
 import { log } from "../util/log.ts";
+import { peerCredentials } from "../util/libc.ts";
 import { addServeOptions, applyServeSettings, rawOptions, serveContext, serveOptionsFromArgv, type Env } from "./serve-options.ts";
 import type { ServeCliOptions } from "./serve.ts";
 
@@ -97,7 +98,7 @@ export function resolveGroup(group: string): number {
 }
 
 export async function runSocket(options: SocketCliOptions, io: SocketIO): Promise<number> {
-  const ctx = serveContext(options.serve, io);
+  const ctx = serveContext(options.serve, io, "socket");
   const mode = parseMode(options.mode ?? "0600");
   const groupText = options.group;
   const gid = groupText === undefined ? null : resolveGroup(groupText);
@@ -114,7 +115,16 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
   const fds = listenFds(io.env, io.pid);
   applyServeSettings(ctx.settings);
 
-  const server = new SocketServer({ session: ctx.session, logger: log, name: "burg socket", maxSessions });
+  const server = new SocketServer({
+    session: ctx.session,
+    logger: log,
+    name: "burg socket",
+    maxSessions,
+    observe: (stream, logger) => {
+      const peer = stream.fd === undefined ? null : peerCredentials(stream.fd);
+      return ctx.recorder(peer === null ? {} : { peer })(logger);
+    },
+  });
   // Listen for stop requests before the socket exists: a signal during start-up must not kill
   // the process with the socket file left behind.
   let stopping = false;

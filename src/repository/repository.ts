@@ -46,7 +46,7 @@ import {
   ValueError,
 } from "../errors.ts";
 import { RepositoryLock } from "../lock/lock.ts";
-import type { CheckOptions, CommitOptions, OpenOptions, RepositoryHandle } from "../rpc/backend.ts";
+import type { CheckOptions, CommitOptions, OpenOptions, RepositoryActivity, RepositoryHandle } from "../rpc/backend.ts";
 import { fromHex, toHex, bytesEqual } from "../util/hex.ts";
 import { log } from "../util/log.ts";
 import { formatFileSize, parseFileSize } from "../util/size.ts";
@@ -115,6 +115,9 @@ export class Repository implements RepositoryHandle {
   maxSegmentSize = DEFAULT_MAX_SEGMENT_SIZE;
   segmentsPerDir = DEFAULT_SEGMENTS_PER_DIR;
   additionalFreeSpace = 0;
+  /** What this handle did, for the session journal (committed totals and the open transaction). */
+  private readonly counts: RepositoryActivity = emptyActivity();
+  private txnCounts = emptyTxnCounts();
 
   constructor(path: string, opts: RepositoryOptions = {}) {
     this.path = resolve(path);
@@ -452,6 +455,7 @@ export class Repository implements RepositoryHandle {
         this.index = await this.openIndex(transactionId, false);
       }
     }
+    this.counts.objectsAtOpen ??= this.index.size;
     if (transactionId === null) {
       this.segments = new Map();
       this.compact = new Map();
@@ -621,6 +625,7 @@ export class Repository implements RepositoryHandle {
       await this.compactSegments(threshold);
     }
     this.writeIndex();
+    this.settleCounts(this.getIndexTransactionId());
     this.rollback();
   }
 
@@ -649,6 +654,7 @@ export class Repository implements RepositoryHandle {
   }
 
   rollbackInternal(cleanup: boolean): void {
+    this.settleCounts(null);
     this.io?.forgetCreated();
     if (this.io && this.activeTxn) this.io.abandonSegment();
     if (cleanup && this.io) {
@@ -692,6 +698,7 @@ export class Repository implements RepositoryHandle {
         }
         io.deleteSegment(s);
         this.compact.delete(s);
+        this.txnCounts.compactedSegments++;
       }
       unused = [];
     };
@@ -782,6 +789,7 @@ export class Repository implements RepositoryHandle {
     }
     log.progress("repository.compact_segments", null, work.length, work.length, true);
     completeXfer(false);
+    this.txnCounts.compactionFreedBytes += quotaUseBefore - this.storageQuotaUse;
     log.info(
       `compaction freed about ${formatFileSize(quotaUseBefore - this.storageQuotaUse)} repository space.`,
       LOGGER,
@@ -968,8 +976,20 @@ export class Repository implements RepositoryHandle {
     const index = this.index!;
     const io = this.segIO;
     const b = index.lookup(id);
-    if (b >= 0) this.deleteInternal(id, index.segmentAt(b), index.offsetAt(b), false);
+    const t = this.txnCounts;
+    if (b >= 0) {
+      const oldSize = this.deleteInternal(id, index.segmentAt(b), index.offsetAt(b), false) - PUT_HEADER_SIZE;
+      t.overwrittenObjects++;
+      t.overwrittenBytes += oldSize;
+      if (isManifestId(id) && t.manifestOldSize === null) t.manifestOldSize = oldSize;
+    }
     const [segment, offset] = io.writePut(id, data);
+    t.writtenObjects++;
+    t.writtenBytes += data.length;
+    if (isManifestId(id)) {
+      t.manifestNewSize = data.length;
+      t.manifestOldSize ??= -1;
+    }
     this.storageQuotaUse += data.length + PUT_HEADER_SIZE;
     this.segments.set(segment, (this.segments.get(segment) ?? 0) + 1);
     index.set(id, segment, offset);
@@ -990,10 +1010,13 @@ export class Repository implements RepositoryHandle {
     const segment = index.segmentAt(b);
     const offset = index.offsetAt(b);
     index.delete(id);
-    this.deleteInternal(id, segment, offset, true);
+    const size = this.deleteInternal(id, segment, offset, true);
+    this.txnCounts.deletedObjects++;
+    this.txnCounts.deletedBytes += size - PUT_HEADER_SIZE;
   }
 
-  private deleteInternal(id: Uint8Array, segment: number, offset: number, updateShadowIndex: boolean): void {
+  /** Returns the size of the entry deleted (header included). */
+  private deleteInternal(id: Uint8Array, segment: number, offset: number, updateShadowIndex: boolean): number {
     const io = this.segIO;
     if (updateShadowIndex) {
       const hex = toHex(id);
@@ -1007,7 +1030,93 @@ export class Repository implements RepositoryHandle {
     const [newSegment, delSize] = io.writeDelete(id);
     this.compact.set(newSegment, (this.compact.get(newSegment) ?? 0) + delSize);
     if (!this.segments.has(newSegment)) this.segments.set(newSegment, 0);
+    return size;
   }
+
+  /** What this handle has done so far (a copy). */
+  activity(): RepositoryActivity {
+    const c = this.counts;
+    return { ...c, commits: [...c.commits], discarded: { ...c.discarded }, manifest: c.manifest && { ...c.manifest } };
+  }
+
+  /** A transaction ended: its counts go to the committed totals (txid given) or are discarded. */
+  private settleCounts(committedTxid: number | null): void {
+    const t = this.txnCounts;
+    this.txnCounts = emptyTxnCounts();
+    const c = this.counts;
+    if (committedTxid === null) {
+      c.discarded.writtenObjects += t.writtenObjects;
+      c.discarded.writtenBytes += t.writtenBytes;
+      c.discarded.deletedObjects += t.deletedObjects;
+      c.discarded.overwrittenObjects += t.overwrittenObjects;
+      return;
+    }
+    c.commits.push(committedTxid);
+    c.writtenObjects += t.writtenObjects;
+    c.writtenBytes += t.writtenBytes;
+    c.deletedObjects += t.deletedObjects;
+    c.deletedBytes += t.deletedBytes;
+    c.overwrittenObjects += t.overwrittenObjects;
+    c.overwrittenBytes += t.overwrittenBytes;
+    c.compactionFreedBytes += t.compactionFreedBytes;
+    c.compactedSegments += t.compactedSegments;
+    if (t.manifestNewSize !== null) {
+      const old = t.manifestOldSize === null || t.manifestOldSize < 0 ? null : t.manifestOldSize;
+      c.manifest = { oldSize: c.manifest ? c.manifest.oldSize : old, newSize: t.manifestNewSize, rewrites: (c.manifest?.rewrites ?? 0) + 1 };
+    }
+  }
+}
+
+const MANIFEST_ID = new Uint8Array(32);
+
+function isManifestId(id: Uint8Array): boolean {
+  return id.length === 32 && bytesEqual(id, MANIFEST_ID);
+}
+
+interface TxnCounts {
+  writtenObjects: number;
+  writtenBytes: number;
+  deletedObjects: number;
+  deletedBytes: number;
+  overwrittenObjects: number;
+  overwrittenBytes: number;
+  /** Data size of the manifest this transaction replaced; -1 when there was none. */
+  manifestOldSize: number | null;
+  manifestNewSize: number | null;
+  compactionFreedBytes: number;
+  compactedSegments: number;
+}
+
+function emptyTxnCounts(): TxnCounts {
+  return {
+    writtenObjects: 0,
+    writtenBytes: 0,
+    deletedObjects: 0,
+    deletedBytes: 0,
+    overwrittenObjects: 0,
+    overwrittenBytes: 0,
+    manifestOldSize: null,
+    manifestNewSize: null,
+    compactionFreedBytes: 0,
+    compactedSegments: 0,
+  };
+}
+
+function emptyActivity(): RepositoryActivity {
+  return {
+    objectsAtOpen: null,
+    commits: [],
+    writtenObjects: 0,
+    writtenBytes: 0,
+    deletedObjects: 0,
+    deletedBytes: 0,
+    overwrittenObjects: 0,
+    overwrittenBytes: 0,
+    manifest: null,
+    compactionFreedBytes: 0,
+    compactedSegments: 0,
+    discarded: { writtenObjects: 0, writtenBytes: 0, deletedObjects: 0, overwrittenObjects: 0 },
+  };
 }
 
 function parseBool(v: string | undefined): boolean {

@@ -29,6 +29,29 @@ export interface CommitOptions {
   cleanupCommits: boolean;
 }
 
+/**
+ * What one handle did, for the session journal: totals of its committed transactions (puts,
+ * deletes, overwrites by data size, the manifest's data size before and after, what compaction
+ * freed) and what its rolled-back transactions would have done.
+ */
+export interface RepositoryActivity {
+  /** Objects in the repository when this handle first started a transaction. */
+  objectsAtOpen: number | null;
+  /** Transaction ids committed, in order. */
+  commits: number[];
+  writtenObjects: number;
+  writtenBytes: number;
+  deletedObjects: number;
+  deletedBytes: number;
+  overwrittenObjects: number;
+  overwrittenBytes: number;
+  /** The manifest, when a committed transaction rewrote it (oldSize null: there was none). */
+  manifest: { oldSize: number | null; newSize: number; rewrites: number } | null;
+  compactionFreedBytes: number;
+  compactedSegments: number;
+  discarded: { writtenObjects: number; writtenBytes: number; deletedObjects: number; overwrittenObjects: number };
+}
+
 export interface RepositoryHandle {
   /** The repository id (32 bytes), as returned by borg's open(). */
   readonly id: Uint8Array;
@@ -57,6 +80,8 @@ export interface RepositoryHandle {
    * `onlyDead`, only locks whose holders are all known to be dead (LockBreakRefused otherwise).
    */
   breakLock(opts?: { onlyDead?: boolean }): void | Promise<void>;
+  /** What this handle has done so far, where the implementation keeps count. */
+  activity?(): RepositoryActivity | undefined;
   /** Release the lock and files. Must be idempotent; an open transaction is rolled back. */
   close(): void | Promise<void>;
 }

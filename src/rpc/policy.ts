@@ -25,7 +25,7 @@ import { isAbsolute } from "node:path";
 import { BurgError, PathNotAllowed, PermissionDenied, UsageError } from "../errors.ts";
 import { bytesEqual, toHex } from "../util/hex.ts";
 import type { LevelName, Logger } from "../util/log.ts";
-import type { CheckOptions, CommitOptions, RepositoryHandle } from "./backend.ts";
+import type { CheckOptions, CommitOptions, RepositoryActivity, RepositoryHandle } from "./backend.ts";
 
 export type PermissionMode = "all" | "no-delete" | "write-only" | "read-only";
 export const PERMISSION_MODES: readonly PermissionMode[] = ["all", "no-delete", "write-only", "read-only"];
@@ -378,6 +378,10 @@ export class GuardedRepository implements RepositoryHandle {
 
   len(): number | Promise<number> {
     return this.inner.len();
+  }
+
+  activity(): RepositoryActivity | undefined {
+    return this.inner.activity?.();
   }
 
   check(opts: CheckOptions): boolean | Promise<boolean> {

@@ -37,7 +37,7 @@ import {
 import { objectBuffers } from "../util/buffer-pool.ts";
 import { isPeerGone } from "../util/io-errors.ts";
 import { VERSION } from "../version.ts";
-import type { OpenRepository, RepositoryHandle } from "./backend.ts";
+import type { OpenRepository, RepositoryActivity, RepositoryHandle } from "./backend.ts";
 import { GuardedRepository, checkPathAllowed, resolveRepositoryPath, type PathContext, type ServePolicy } from "./policy.ts";
 import {
   RECONSTRUCTED,
@@ -90,6 +90,23 @@ export interface SessionStream {
   whenFailed?(): Promise<Error>;
 }
 
+/**
+ * Told what a session does (the session journal implements it); every method is called after
+ * the fact and must not throw.
+ */
+export interface SessionObserver {
+  /** The client's borg version from negotiate ("1.2.4"), null when it sent none. */
+  negotiated(version: string | null): void;
+  /** A repository was opened at `path` (error: an allowed path failed to open). */
+  opened(path: string, error?: unknown): void;
+  /** A request got an error reply. */
+  failed(method: string, error: unknown): void;
+  committed(activity: RepositoryActivity | undefined): void;
+  /** The repository was closed; its open transaction, if any, rolled back. */
+  closed(activity: RepositoryActivity | undefined): void;
+  ended(info: { end: SessionEnd; error?: Error; abortReason?: string }): void;
+}
+
 export interface SessionConfig {
   openRepository: OpenRepository;
   policy: ServePolicy;
@@ -99,6 +116,8 @@ export interface SessionConfig {
   defaultLockWait?: number | null;
   /** borg's sysinfo() text sent with every error ("" when BORG_SHOW_SYSINFO=no). */
   sysinfo(): string;
+  /** Makes the session's observer (the journal), given the session's logger. */
+  observe?(logger: Logger): SessionObserver;
 }
 
 /**
@@ -160,8 +179,22 @@ export class Session {
   private closed = false;
   /** The stream's write failure, once known. */
   private outputFailure: Error | null = null;
+  private abortReason: string | undefined;
+  private readonly observer: SessionObserver | undefined;
 
-  constructor(private readonly config: SessionConfig) {}
+  constructor(private readonly config: SessionConfig) {
+    this.observer = config.observe?.(config.logger);
+  }
+
+  /** Call the observer; its failures are logged, never the session's. */
+  private tell(f: (o: SessionObserver) => void): void {
+    if (this.observer === undefined) return;
+    try {
+      f(this.observer);
+    } catch (e) {
+      this.logger.error(`session journal failed: ${(e as Error)?.stack ?? String(e)}`);
+    }
+  }
 
   /** Requests received and not yet executed. */
   get pendingRequests(): number {
@@ -188,6 +221,7 @@ export class Session {
     } finally {
       await this.closeRepository();
     }
+    this.tell((o) => o.ended({ end: result.end, error: result.error, abortReason: this.abortReason }));
     if (result.end !== "connection-lost" && result.end !== "io-error") {
       try {
         await stream.flush();
@@ -206,6 +240,7 @@ export class Session {
     if (this.aborted) return;
     this.logger.debug(`session aborted: ${reason}`);
     this.aborted = true;
+    this.abortReason = reason;
     this.abortSignal.notify();
     this.queueChanged.notify();
   }
@@ -358,6 +393,7 @@ export class Session {
       if (result instanceof Uint8Array && objectBuffers.owns(result) && !reply.includes(result)) objectBuffers.give(result);
       return reply;
     } catch (e) {
+      if (req.method !== "inject_exception") this.tell((o) => o.failed(req.method, e));
       return [this.errorReply(req, e)];
     }
   }
@@ -407,6 +443,7 @@ export class Session {
           threshold: argNumber(method, args, "threshold", 0.1),
           cleanupCommits: argBool(args, "cleanup_commits", false),
         });
+        this.tell((o) => o.committed(repo.activity?.()));
         return null;
       case "rollback":
         await repo.rollback();
@@ -456,6 +493,8 @@ export class Session {
       this.logger.debug("Initialized logging system for JSON-based protocol");
     }
     if (this.clientVersion !== null) this.logger.debug(`client version: ${formatVersion(this.clientVersion)}`);
+    const version = this.clientVersion === null ? null : formatVersion(this.clientVersion);
+    this.tell((o) => o.negotiated(version));
     return answer;
   }
 
@@ -501,7 +540,14 @@ export class Session {
     });
     this.pendingOpen = opening;
     // Waiting for a lock must not outlive an abort: race it, and close what arrives late.
-    const handle = await Promise.race([opening, this.abortSignal.wait().then(() => null)]);
+    let handle: RepositoryHandle | null;
+    try {
+      handle = await Promise.race([opening, this.abortSignal.wait().then(() => null)]);
+    } catch (e) {
+      this.pendingOpen = null;
+      this.tell((o) => o.opened(resolved, e));
+      throw e;
+    }
     this.pendingOpen = null;
     if (handle === null) {
       void opening.then(
@@ -515,6 +561,7 @@ export class Session {
       throw new BurgError("SessionAborted", "session aborted while opening the repository");
     }
     this.repo = policy.permissions === "all" ? handle : new GuardedRepository(handle, policy.permissions, this.logger);
+    this.tell((o) => o.opened(handle.path));
     return handle.id;
   }
 
@@ -536,6 +583,7 @@ export class Session {
     } catch (e) {
       this.logger.error(`closing the repository failed: ${(e as Error)?.message ?? String(e)}`);
     }
+    this.tell((o) => o.closed(repo.activity?.()));
   }
 }
 

@@ -17,7 +17,7 @@
 // reads it, so the JSON switch is ignored.
 
 import { releaseAllLocks } from "../lock/lock.ts";
-import { Session, type SessionConfig, type SessionResult } from "../rpc/session.ts";
+import { Session, type SessionConfig, type SessionObserver, type SessionResult } from "../rpc/session.ts";
 import { LEVELS, Logger, type LevelName, type LogSink } from "../util/log.ts";
 import type { SocketStream } from "./socket-stream.ts";
 
@@ -53,6 +53,8 @@ export interface SocketServerOptions {
   name: string;
   /** At most this many sessions at once; null for no limit. */
   maxSessions: number | null;
+  /** The observer (session journal) of the session on this connection. */
+  observe?(stream: SocketStream, logger: Logger): SessionObserver;
 }
 
 /** How long a refused connection may stay open waiting for the client's first bytes. */
@@ -124,7 +126,8 @@ export class SocketServer {
     }
     const tag = `[connection ${id}]`;
     const logger = new ConnectionLogger(tag, this.log);
-    const session = new Session({ ...this.options.session, logger });
+    const observe = this.options.observe;
+    const session = new Session({ ...this.options.session, logger, ...(observe ? { observe: (l: Logger) => observe(stream, l) } : {}) });
     const started = Date.now();
     this.log.info(`${this.options.name}: connection ${id} accepted (${this.running.size + 1} running)`);
     const done = session

@@ -64,6 +64,12 @@ export class SocketStream implements SessionStream {
 
   constructor(private readonly socket: Socket<unknown>) {}
 
+  /** The connection's file descriptor (for SO_PEERCRED), when Bun exposes it. */
+  get fd(): number | undefined {
+    const fd = (this.socket as unknown as { fd?: unknown }).fd;
+    return typeof fd === "number" && fd >= 0 ? fd : undefined;
+  }
+
   // ------------------------------------------------------------------ events from Bun
 
   onData(chunk: Uint8Array): void {

@@ -70,3 +70,27 @@ export function growPipe(fd: number, bytes: number): number | null {
   const after = c.fcntl(fd, F_SETPIPE_SZ, bytes);
   return after < 0 ? before : after;
 }
+
+type Sockopt = {
+  getsockopt(fd: number, level: number, name: number, value: Uint8Array, len: Uint8Array): number;
+};
+let sockoptLib: Sockopt | null | undefined;
+
+const SOL_SOCKET = 1;
+const SO_PEERCRED = 17;
+
+/** The process at the other end of a UNIX socket (SO_PEERCRED); null when it cannot be asked. */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } | null {
+  if (sockoptLib === undefined) {
+    sockoptLib = open<Sockopt>({
+      getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+    });
+  }
+  if (sockoptLib === null) return null;
+  const cred = new Uint8Array(12);
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, 12, true);
+  if (sockoptLib.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len) !== 0) return null;
+  const dv = new DataView(cred.buffer);
+  return { pid: dv.getInt32(0, true), uid: dv.getUint32(4, true), gid: dv.getUint32(8, true) };
+}
