@@ -82,7 +82,7 @@ export interface ServeContextIO {
 export interface ServeContext {
   settings: ServeSettings;
   /** The journal's observer factory for a session of `who`. */
-  recorder(who: Who): NonNullable<SessionConfig["observe"]>;
+  recorder(who: Who, onOpened?: (path: string) => void): NonNullable<SessionConfig["observe"]>;
   /** A session configuration without its logger (each session gets its own). */
   session: Omit<SessionConfig, "logger">;
 }
@@ -94,9 +94,9 @@ export function serveContext(options: ServeCliOptions, io: ServeContextIO, comma
   const settings = serveSettings(options, env);
   const info = sysinfo(env, io.argv);
   const options_ = recordedOptions(settings);
-  const recorder = (who: Who) => (logger: Logger) =>
+  const recorder = (who: Who, onOpened?: (path: string) => void) => (logger: Logger) =>
     new SessionRecorder(
-      { command, who: { ...who, ...(settings.journal.clientName ? { client_name: settings.journal.clientName } : {}), ...localUser() }, options: options_, alert: settings.journal.alert, onAlert: logAlertFailure(logger) },
+      { command, who: { ...who, ...(settings.journal.clientName ? { client_name: settings.journal.clientName } : {}), ...localUser() }, options: options_, alert: settings.journal.alert, onAlert: logAlertFailure(logger), onOpened },
       logger,
     );
   return {

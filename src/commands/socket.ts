@@ -22,6 +22,7 @@ import { checkListenFds, listenFds, unsetListenEnv } from "../transport/systemd.
 import { adoptListeningSockets, createSocketListener, type Listener } from "../transport/unix-listener.ts";
 import { log } from "../util/log.ts";
 import { peerCredentials } from "../util/libc.ts";
+import { prometheus, repositoryStatus, type RepositoryStatus } from "../journal/status.ts";
 import { addServeOptions, applyServeSettings, rawOptions, serveContext, serveOptionsFromArgv, type Env } from "./serve-options.ts";
 import type { ServeCliOptions } from "./serve.ts";
 
@@ -34,11 +35,20 @@ export interface SocketCliOptions {
   group?: string;
   maxSessions?: string;
   shutdownTimeout?: string;
+  metricsListen?: string;
+  metricsRepository: string[];
 }
 
 /** Read the options from the words after the program name. */
 export function parseSocketArgv(argv: readonly string[]): SocketCliOptions {
-  const raw = rawOptions(argv, ["--socket", "--pid-file", "--mode", "--group", "--max-sessions", "--shutdown-timeout"]);
+  const raw = rawOptions(argv, ["--socket", "--pid-file", "--mode", "--group", "--max-sessions", "--shutdown-timeout", "--metrics-listen"]);
+  const metricsRepository: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const w = argv[i]!;
+    if (w === "--") break;
+    if (w === "--metrics-repository" && argv[i + 1] !== undefined) metricsRepository.push(argv[++i]!);
+    else if (w.startsWith("--metrics-repository=")) metricsRepository.push(w.slice("--metrics-repository=".length));
+  }
   return {
     serve: serveOptionsFromArgv(argv),
     socket: raw.get("--socket"),
@@ -47,6 +57,8 @@ export function parseSocketArgv(argv: readonly string[]): SocketCliOptions {
     group: raw.get("--group"),
     maxSessions: raw.get("--max-sessions"),
     shutdownTimeout: raw.get("--shutdown-timeout"),
+    metricsListen: raw.get("--metrics-listen"),
+    metricsRepository,
   };
 }
 
@@ -99,6 +111,9 @@ export function resolveGroup(group: string): number {
 
 export async function runSocket(options: SocketCliOptions, io: SocketIO): Promise<number> {
   const ctx = serveContext(options.serve, io, "socket");
+  const metricsAddress = options.metricsListen === undefined ? null : parseListenAddress(options.metricsListen);
+  // Repositories whose status /metrics reports: those named, and every one a session opened.
+  const served = new Set(options.metricsRepository.map((p) => resolve(io.cwd, p)));
   const mode = parseMode(options.mode ?? "0600");
   const groupText = options.group;
   const gid = groupText === undefined ? null : resolveGroup(groupText);
@@ -122,7 +137,7 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
     maxSessions,
     observe: (stream, logger) => {
       const peer = stream.fd === undefined ? null : peerCredentials(stream.fd);
-      return ctx.recorder(peer === null ? {} : { peer })(logger);
+      return ctx.recorder(peer === null ? {} : { peer }, (path) => served.add(path))(logger);
     },
   });
   // Listen for stop requests before the socket exists: a signal during start-up must not kill
@@ -160,13 +175,58 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
   ].filter((x) => x !== null);
   io.notice(`burg socket: PID ${io.pid}, listening on ${listener.description} (${limits.join(", ")})`);
 
+  let metrics: { stop(): void } | null = null;
+  if (metricsAddress !== null) {
+    try {
+      metrics = serveMetrics(metricsAddress, () => [...served].sort());
+    } catch (e) {
+      await listener.close();
+      throw new UsageError(`argument --metrics-listen: cannot listen on ${options.metricsListen}: ${(e as Error).message}`);
+    }
+    io.notice(`burg socket: metrics on http://${metricsAddress.hostname.includes(":") ? `[${metricsAddress.hostname}]` : metricsAddress.hostname}:${metricsAddress.port}/metrics`);
+  }
+
   const reason = await Promise.race([stopRequest, fatalAcceptPromise]);
+  metrics?.stop();
   stopping = true;
   io.notice(`burg socket: ${reason}; not accepting new connections`);
   await listener.close();
   await server.shutdown(shutdownTimeout);
   io.notice(`burg socket: stopped (${server.ended.eof} sessions ended normally, ${server.ended.aborted} aborted, ${server.ended["connection-lost"]} lost, ${server.ended["io-error"]} failed)`);
   return 0;
+}
+
+/** "[HOST:]PORT" (HOST defaults to localhost; "[::1]:9469" for IPv6). */
+export function parseListenAddress(text: string): { hostname: string; port: number } {
+  const m = /^(?:(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):)?(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new UsageError(`argument --metrics-listen: expected [HOST:]PORT, e.g. 9469 or 127.0.0.1:9469: '${text}'`);
+  const host = m[1] === undefined ? "127.0.0.1" : m[1].replace(/^\[|\]$/g, "");
+  return { hostname: host === "localhost" ? "127.0.0.1" : host, port };
+}
+
+/** GET /metrics: `burg status --prometheus` of the repositories, computed per request. */
+function serveMetrics(address: { hostname: string; port: number }, repositories: () => string[]): { stop(): void } {
+  const server = Bun.serve({
+    hostname: address.hostname,
+    port: address.port,
+    fetch(req) {
+      const url = new URL(req.url);
+      if (url.pathname !== "/metrics") return new Response("burg socket: see /metrics\n", { status: 404 });
+      if (req.method !== "GET" && req.method !== "HEAD") return new Response("method not allowed\n", { status: 405 });
+      const statuses: RepositoryStatus[] = [];
+      const failed: string[] = [];
+      for (const path of repositories()) {
+        try {
+          statuses.push(repositoryStatus(path));
+        } catch {
+          failed.push(path);
+        }
+      }
+      return new Response(prometheus(statuses, failed), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } });
+    },
+  });
+  return { stop: () => void server.stop(true) };
 }
 
 /** SIGTERM/SIGINT/SIGHUP as stop requests (the process stays alive until the shutdown is done). */
@@ -208,7 +268,9 @@ export function register(cli: CAC): void {
     .option("--mode <mode>", "permission bits of the socket (octal, default 0600)")
     .option("--group <group>", "group owning the socket (name or number); use with --mode 0660")
     .option("--max-sessions <n>", "serve at most N sessions at once; further connections are closed and logged")
-    .option("--shutdown-timeout <seconds>", `on SIGTERM/SIGINT wait this long for sessions to finish (default ${DEFAULT_SHUTDOWN_TIMEOUT})`);
+    .option("--shutdown-timeout <seconds>", `on SIGTERM/SIGINT wait this long for sessions to finish (default ${DEFAULT_SHUTDOWN_TIMEOUT})`)
+    .option("--metrics-listen <[host:]port>", "serve `burg status --prometheus` of the repositories at http://HOST:PORT/metrics (HOST: localhost)")
+    .option("--metrics-repository <path>", "a repository to report on /metrics before any session opened it (repeatable)", { type: [String] });
   addServeOptions(command)
     .example("  burg socket --socket /run/burg/repo.sock --restrict-to-repository /srv/borg/repo --permissions no-delete")
     .action(function (this: CAC) {

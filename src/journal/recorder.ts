@@ -40,6 +40,8 @@ export interface RecorderConfig {
   /** The serve options in force (restrictions, permissions, quota, ...). */
   options: Record<string, unknown>;
   alert: AlertConfig | null;
+  /** Called with the path of each repository a session opened. */
+  onOpened?(path: string): void;
   /** Called with each alert started (tests, and servers that log the command's failure). */
   onAlert?(exited: Promise<number | null>, record: SessionRecord): void;
 }
@@ -116,6 +118,7 @@ export class SessionRecorder {
       client_version: this.clientVersion,
     };
     this.startTime = begin.time;
+    this.config.onOpened?.(path);
     this.write(begin, false);
   }
 

@@ -196,7 +196,36 @@ describe("session journal", () => {
   );
 
   test(
-    "a burg socket session records the connecting process and the operator's client name",
+    "a failed session raises an alert; a slow, failing alert command delays nothing and its failure is logged",
+    async () => {
+      const dir = scope.tempDir("burg-journal-alert-");
+      const home = join(dir, "home");
+      mkdirSync(home);
+      const marker = join(dir, "alert-input.json");
+      const borg = remoteBorg(home, sshLike(dir, `--alert-command 'cat > ${marker}; sleep 12; exit 3'`));
+      const repo = join(dir, "repo");
+      expect((await borg.run(["init", "-e", "repokey", borg.url(repo)])).code).toBe(0);
+      const t0 = Date.now();
+      const again = await borg.run(["init", "-e", "repokey", borg.url(repo)]);
+      const took = Date.now() - t0;
+      expect(again.code).toBe(2);
+      expect(again.stderr).toContain("already exists");
+      expect(took).toBeLessThan(10_000); // the alert command sleeps 12 s
+      await waitUntil(() => existsSync(marker) && readFileSync(marker, "utf8").endsWith("\n"), "the alert's input", 20_000);
+      const input = JSON.parse(readFileSync(marker, "utf8"));
+      expect(input.outcome).toBe("error");
+      expect(input.error).toContain("AlreadyExists");
+      expect(input.alert_reasons[0]).toContain("ended in an error");
+      const alertsLog = join(repo, "burg", "alerts.log");
+      await waitUntil(() => existsSync(alertsLog) && readFileSync(alertsLog, "utf8").includes("exit status 3"), "the failure in alerts.log", 30_000);
+      const log = journalJson((await burg("log", "--json", repo)).stdout);
+      expect(log.map((r) => r.outcome)).toEqual(["committed", "error"]);
+    },
+    120_000,
+  );
+
+  test(
+    "a burg socket session records the connecting process and the operator's client name; /metrics reports its repository",
     async () => {
       const dir = scope.tempDir("burg-journal-sock-");
       const home = join(dir, "home");
@@ -204,7 +233,8 @@ describe("session journal", () => {
       const cwd = join(dir, "data");
       makeSourceTree(join(cwd, "src"), { seed: 4, files: 10, totalBytes: 100_000 });
       const sock = join(dir, "s", "borg.sock");
-      await startBurgSocket(scope, ["--socket", sock, "--client-name", "nightly"]);
+      const port = 20000 + Math.floor(Math.random() * 20000);
+      await startBurgSocket(scope, ["--socket", sock, "--client-name", "nightly", "--metrics-listen", `127.0.0.1:${port}`]);
       const borg = remoteBorg(home, connectRsh(sock));
       const repo = join(dir, "repo");
       expect((await borg.run(["init", "-e", "repokey", borg.url(repo)], { cwd })).code).toBe(0);
@@ -218,6 +248,15 @@ describe("session journal", () => {
         expect(r.who.peer.pid).toBeGreaterThan(0);
       }
       expect(log[1].commits.length).toBe(1);
+      // the same metrics as burg status --prometheus, over HTTP, for every repository served
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-type")).toContain("text/plain; version=0.0.4");
+      const families = parsePrometheus(await res.text());
+      const up = families.get("burg_repository_up")!.samples;
+      expect(up).toEqual([{ name: "burg_repository_up", labels: { repository: repo }, value: 1 }]);
+      expect(families.get("burg_transaction_id")!.samples[0]!.value).toBeGreaterThan(0);
+      expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
     },
     120_000,
   );

@@ -37,11 +37,15 @@ export function repoContents(path: string): RepoContents {
 
 export const MANIFEST_HEX = "00".repeat(32);
 
-/** Relative path -> sha256 of every file below `dir` (lock files excluded: they come and go). */
+/**
+ * Relative path -> sha256 of every file of the repository below `dir`. Lock files are excluded
+ * (they come and go), and so is burg's session journal (`burg/`): it records every session,
+ * read-only ones too, and is not part of what borg stores.
+ */
 export function snapshotFiles(dir: string, prefix = ""): Map<string, string> {
   const out = new Map<string, string>();
   for (const name of readdirSync(dir).sort()) {
-    if (!prefix && name.startsWith("lock.")) continue;
+    if (!prefix && (name.startsWith("lock.") || name === "burg")) continue;
     const p = join(dir, name);
     const rel = prefix ? `${prefix}/${name}` : name;
     if (statSync(p).isDirectory()) for (const [k, v] of snapshotFiles(p, rel)) out.set(k, v);
