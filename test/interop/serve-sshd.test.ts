@@ -37,7 +37,8 @@ beforeAll(async () => {
   home = tempDir();
   const sshdDir = join(home, "sshd");
   mkdirSync(sshdDir);
-  sshd = await startSshd(sshdDir);
+  // ExposeAuthInfo: sshd tells the forced command which key logged in (SSH_USER_AUTH), for the journal
+  sshd = await startSshd(sshdDir, { extraConfig: ["ExposeAuthInfo yes"] });
   repo = join(home, "repos", "alice");
   other = join(home, "repos", "bob");
   mkdirSync(join(home, "repos"));
@@ -68,6 +69,21 @@ describe("burg serve as the forced command of a real sshd", () => {
     expect(escape.code).toBe(2);
     expect(escape.stderr).toContain("not allowed");
   }, 120_000);
+
+  test("the session journal names the ssh connection and the key that logged in", async () => {
+    const log = await runAsync([BURG, "log", "--json", repo]);
+    expect(log.code).toBe(0);
+    const records = log.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    expect(records.length).toBeGreaterThanOrEqual(3);
+    const fp = Bun.spawnSync(["ssh-keygen", "-l", "-f", `${keys.all}.pub`]).stdout.toString().split(" ")[1]!;
+    expect(fp).toMatch(/^SHA256:/);
+    for (const r of records) {
+      expect(r.command).toBe("serve");
+      expect(r.who.ssh_connection).toMatch(/^127\.0\.0\.1 \d+ 127\.0\.0\.1 \d+$/);
+      expect(r.who.ssh_keys).toEqual([`ssh-ed25519 ${fp}`]);
+      expect(r.options.restrict_to_repositories).toEqual([repo]);
+    }
+  }, 60_000);
 
   test("the client's own command cannot widen the forced permissions or paths", async () => {
     // the client asks for everything; the forced command decides
