@@ -172,6 +172,12 @@ describe("session journal", () => {
         "a checkpoint commit of the second create",
         120_000,
       );
+      // readable while the session runs, without waiting for its lock
+      const during = journalJson((await burg("log", "--json", repo)).stdout).find((r) => r.session === victim!.session)!;
+      expect(during.outcome).toBe("running");
+      const statusDuring = await burg("status", "--json", repo);
+      expect(statusDuring.code).toBe(0);
+      expect(JSON.parse(statusDuring.stdout).last_session.outcome).toBe("running");
       process.kill(victim!.pid, "SIGKILL");
       await client.exited;
       const log = journalJson((await burg("log", "--json", repo)).stdout);

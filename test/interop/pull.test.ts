@@ -211,6 +211,13 @@ describe("burg pull over ssh to 127.0.0.1", () => {
       const chk = plainCheck(repo, env);
       expect({ code: chk.code, err: chk.stderr }).toEqual({ code: 0, err: "" });
       expect(run([BURG, "check", repo]).code).toBe(0);
+      // the journal names the host pulled from, for every session of the pull
+      const log = run([BURG, "log", "--json", repo]).stdout.trim().split("\n").map((l) => JSON.parse(l));
+      expect(log.map((r) => r.outcome)).toEqual(["committed", "committed", "committed", "read", "read"]);
+      for (const r of log) {
+        expect(r.command).toBe("pull");
+        expect(r.who.pull_host).toMatch(/127\.0\.0\.1/);
+      }
     },
     TIMEOUT,
   );
