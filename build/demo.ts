@@ -182,6 +182,9 @@ async function main(): Promise<number> {
     }
     say("Check the repository on the server side");
     step([burg, "check", "-v", repo], { ...baseEnv }, { display: ["burg", "check", "-v", repo] });
+    say("What every session did, from the journal kept with the repository, and the repository's status");
+    step([burg, "log", repo], { ...baseEnv }, { display: ["burg", "log", repo] });
+    step([burg, "status", repo], { ...baseEnv }, { display: ["burg", "status", repo] });
     say(
       fallback === null
         ? "Done: a pull-mode backup with one command, no socat, no AcceptEnv, no wrapper scripts"

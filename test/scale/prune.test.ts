@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { run } from "../support/env.ts";
+import { BURG, run } from "../support/env.ts";
 import { archiveNames, borgOnEach, makeSides, onEach, plainBorgCheck } from "../support/scale.ts";
 import { testScope } from "../support/scope.ts";
 
@@ -33,13 +33,26 @@ describe(`borg prune of ${ARCHIVES - KEEP} archives in one run`, () => {
     expect(before[0]!.length).toBe(ARCHIVES);
     expect(before[1]).toEqual(before[0]!);
 
+    const burgStatus = () => JSON.parse(run([BURG, "status", "--json", sides[0]!.repo()]).stdout);
+    const objectsBefore = burgStatus().objects as number;
     const pruned = await borgOnEach("prune", sides, (s) => ["prune", "--list", "--keep-daily", String(KEEP), s.url()]);
     expect(pruned[0]!.stderr.split("\n").filter((l) => l.startsWith("Pruning archive")).length).toBe(ARCHIVES - KEEP);
     const after = await onEach(sides, (s) => archiveNames(s));
     expect(after[0]).toEqual(["day-50", "day-51"]);
     expect(after[1]).toEqual(after[0]!);
 
+    // the journal counted every one of the prune's thousands of asynchronous deletes
+    const journal = () => run([BURG, "log", "--json", sides[0]!.repo()]).stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const prune = journal().at(-1)!;
+    expect(prune.outcome).toBe("committed");
+    expect(prune.deleted.objects).toBeGreaterThan(ARCHIVES - KEEP);
+    expect(burgStatus().objects).toBe(objectsBefore - prune.deleted.objects + prune.written.objects - prune.overwritten.objects);
+    expect(prune.manifest.new_size).toBeLessThan(prune.manifest.old_size);
+
     await borgOnEach("compact", sides, (s) => ["compact", s.url()]);
+    const compact = journal().at(-1)!;
+    expect(compact.compaction.freed_bytes).toBeGreaterThan(0.5 * prune.deleted.bytes);
+    expect(burgStatus().compactable_bytes).toBeLessThan(0.1 * prune.deleted.bytes);
     await onEach(sides, (s) => plainBorgCheck(s));
     // the newest archive is the source as it is now
     await onEach(sides, async (s) => {
