@@ -252,6 +252,7 @@ export class Repository implements RepositoryHandle {
   }
 
   close(): void {
+    this.settleCounts(null); // an open transaction is discarded
     if (this.io) {
       if (this.activeTxn) this.io.abandonSegment();
       this.io.close();

@@ -202,6 +202,52 @@ describe("session journal", () => {
   );
 
   test(
+    "a burg serve stopped by SIGTERM mid-backup records outcome signal and raises an alert",
+    async () => {
+      const dir = scope.tempDir("burg-journal-term-");
+      const home = join(dir, "home");
+      mkdirSync(home);
+      const cwd = join(dir, "data");
+      mkdirSync(cwd);
+      const alerts = join(dir, "alerts.jsonl");
+      const borg = remoteBorg(home, sshLike(dir, `--alert-command 'cat >> ${alerts}'`));
+      const repo = join(dir, "repo");
+      expect((await borg.run(["init", "-e", "none", borg.url(repo)], { cwd })).code).toBe(0);
+      // an endless source: the backup is still running when the server is stopped
+      const client = Bun.spawn([requireBorg(), "create", "--compression", "none", "--read-special", borg.url(repo, "never"), "/dev/urandom"], {
+        cwd,
+        env: borg.env(),
+        stdout: "ignore",
+        stderr: "pipe",
+      });
+      scope.track(client);
+      let victim: Record<string, any> | undefined;
+      await waitUntil(
+        () => {
+          const lines = readFileSync(join(repo, "burg", "journal.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+          const begins = lines.filter((l) => l.event === "begin");
+          if (begins.length >= 2 && existsSync(join(repo, "lock.roster"))) victim = begins.at(-1);
+          return victim !== undefined;
+        },
+        "the backup's session",
+        60_000,
+      );
+      await Bun.sleep(1000); // let it write some data
+      process.kill(victim!.pid, "SIGTERM");
+      expect(await client.exited).not.toBe(0);
+      const killed = journalJson((await burg("log", "--json", repo)).stdout).find((r) => r.session === victim!.session)!;
+      expect(killed.outcome).toBe("signal");
+      expect(killed.signal).toBe("SIGTERM");
+      expect(killed.discarded.written_objects).toBeGreaterThan(0);
+      await waitUntil(() => existsSync(alerts) && readFileSync(alerts, "utf8").endsWith("\n"), "the alert", 20_000);
+      expect(JSON.parse(readFileSync(alerts, "utf8")).alert_reasons).toEqual(["ended by SIGTERM"]);
+      const check = await runAsync([requireBorg(), "check", "--repository-only", repo], { env: borgEnv(home) });
+      expect(check.code).toBe(0);
+    },
+    120_000,
+  );
+
+  test(
     "a failed session raises an alert; a slow, failing alert command delays nothing and its failure is logged",
     async () => {
       const dir = scope.tempDir("burg-journal-alert-");
