@@ -241,6 +241,8 @@ const USAGE =
   "  --shutdown-timeout S   after ssh ends, how long sessions may take to finish (default 10)\n" +
   "  --ssh PROGRAM          the ssh client (default ssh)\n" +
   "  -o OPTION, -p PORT, -i FILE, -F FILE, -J JUMP   passed to ssh\n" +
+  "  --client-name NAME     the client's name in the session journal (default: none; the host is recorded)\n" +
+  "  --alert-command CMD    run CMD after a destructive or failed session (see burg serve, README)\n" +
   "  serve options          --append-only, --storage-quota, --umask, --lock-wait, --info, --debug ...\n\n" +
   "Secrets: the passphrase is taken from BORG_PASSPHRASE, BORG_PASSCOMMAND or BORG_PASSPHRASE_FD\n" +
   "here and sent inside the ssh channel; on the client borg reads it once from a private FIFO\n" +
