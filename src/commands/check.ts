@@ -138,7 +138,6 @@ function parseSeconds(name: string, v: unknown, fallback: number): number {
   return Number(text);
 }
 
-/** Check each repository in turn; the exit code is the worst of them. */
 /** The check's verdict as a "check" line of the session journal (burg status shows the last). */
 function recordCheck(path: string, report: CheckReport, options: CheckCommandOptions, started: number): void {
   try {
@@ -162,6 +161,7 @@ function recordCheck(path: string, report: CheckReport, options: CheckCommandOpt
   }
 }
 
+/** Check each repository in turn; the exit code is the worst of them. */
 export async function runCheckCommand(options: CheckCommandOptions, io: CheckCommandIO): Promise<number> {
   if (options.repos.length === 0) throw new UsageError("check: give at least one REPOSITORY");
   if (options.repair && options.maxDuration > 0) {

@@ -8,6 +8,7 @@ import { hostId } from "../lock/host-id.ts";
 import { readJournal } from "../journal/journal.ts";
 import { sessionRecords, type SessionRecord } from "../journal/records.ts";
 import { parseTime } from "../util/duration.ts";
+import { rawOptions } from "./serve-options.ts";
 import { formatFileSize } from "../util/size.ts";
 
 export interface LogOptions {
@@ -117,11 +118,7 @@ export function register(cli: CAC): void {
     .option("--since <time>", "only sessions that ended at or after TIME")
     .action(function (this: CAC, repositories: string[]) {
       const raw = this.rawArgs;
-      let since: string | undefined;
-      raw.forEach((w, i) => {
-        if (w === "--since") since = raw[i + 1];
-        else if (w.startsWith("--since=")) since = w.slice(8);
-      });
+      const since = rawOptions(raw, ["--since"]).get("--since");
       return runLog(
         { repositories: repositories.map(String), json: raw.includes("--json"), since },
         { cwd: process.cwd(), stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) },

@@ -16,18 +16,9 @@ import { normalizeDebugTopic } from "../rpc/policy.ts";
 import type { SessionConfig } from "../rpc/session.ts";
 import { log } from "../util/log.ts";
 import { parseServeArgv, pathContext, recordedOptions, serveSettings, sysinfo, type ServeCliOptions, type ServeSettings } from "./serve.ts";
-import { SessionRecorder } from "../journal/recorder.ts";
+import { localUser, SessionRecorder } from "../journal/recorder.ts";
 import type { Who } from "../journal/records.ts";
 import type { Logger } from "../util/log.ts";
-import { userInfo } from "node:os";
-
-function localUser(): Who {
-  try {
-    return { user: userInfo().username };
-  } catch {
-    return {};
-  }
-}
 
 /** A long-running server sees its alert commands end: a failure is logged as an error. */
 function logAlertFailure(logger: Logger) {

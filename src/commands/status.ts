@@ -10,6 +10,7 @@ import { prometheus, repositoryStatus, type RepositoryStatus } from "../journal/
 import { parseDuration } from "../util/duration.ts";
 import { formatDuration } from "../util/progress.ts";
 import { formatFileSize } from "../util/size.ts";
+import { rawOptions } from "./serve-options.ts";
 
 export interface StatusOptions {
   repositories: string[];
@@ -98,11 +99,7 @@ export function register(cli: CAC): void {
     .option("--max-age <duration>", "exit 1 when a repository has had no successful commit for DURATION")
     .action(function (this: CAC, repositories: string[]) {
       const raw = this.rawArgs;
-      let maxAge: string | undefined;
-      raw.forEach((w, i) => {
-        if (w === "--max-age") maxAge = raw[i + 1];
-        else if (w.startsWith("--max-age=")) maxAge = w.slice(10);
-      });
+      const maxAge = rawOptions(raw, ["--max-age"]).get("--max-age");
       return runStatus(
         { repositories: repositories.map(String), json: raw.includes("--json"), prometheus: raw.includes("--prometheus"), maxAge },
         { cwd: process.cwd(), stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) },

@@ -16,7 +16,7 @@
 // make concurrent rotations harmless: a second rotation at worst rotates a short file.
 // Readers need no lock: they read the rotated files and the current one, oldest first.
 
-import { closeSync, fdatasyncSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fdatasyncSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 
 export const JOURNAL_DIR = "burg";
@@ -43,18 +43,13 @@ export function journalDir(repository: string): string {
 /** Journal files of a repository, oldest first. */
 export function journalFiles(repository: string): string[] {
   const dir = journalDir(repository);
-  let names: string[];
+  let rotated: string[];
   try {
-    names = readdirSync(dir);
+    rotated = journalFilesIn(dir);
   } catch {
     return [];
   }
-  const rotated = names
-    .map((n) => /^journal\.(\d+)\.jsonl$/.exec(n))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .sort((a, b) => Number(a[1]) - Number(b[1]))
-    .map((m) => join(dir, m[0]));
-  return names.includes(JOURNAL_FILE) ? [...rotated, join(dir, JOURNAL_FILE)] : rotated;
+  return existsSync(join(dir, JOURNAL_FILE)) ? [...rotated, join(dir, JOURNAL_FILE)] : rotated;
 }
 
 export interface AppendOptions {

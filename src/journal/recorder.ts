@@ -12,26 +12,14 @@ import { join } from "node:path";
 import { userInfo } from "node:os";
 import { hostId } from "../lock/host-id.ts";
 import { bootId, processStartTicks } from "../lock/liveness.ts";
+import type { RepositoryActivity } from "../rpc/backend.ts";
 import type { Logger } from "../util/log.ts";
 import { alertReasons, runAlert, type AlertConfig } from "./alerts.ts";
 import { appendJournal, JOURNAL_VERSION, type JournalLine } from "./journal.ts";
 import { emptyTotals, type Outcome, type SessionRecord, type Totals, type Who } from "./records.ts";
 
-/** The engine's counters, as the RPC layer passes them (rpc/backend.ts RepositoryActivity). */
-export interface ActivityCounts {
-  objectsAtOpen: number | null;
-  commits: number[];
-  writtenObjects: number;
-  writtenBytes: number;
-  deletedObjects: number;
-  deletedBytes: number;
-  overwrittenObjects: number;
-  overwrittenBytes: number;
-  manifest: { oldSize: number | null; newSize: number; rewrites: number } | null;
-  compactionFreedBytes: number;
-  compactedSegments: number;
-  discarded: { writtenObjects: number; writtenBytes: number; deletedObjects: number; overwrittenObjects: number };
-}
+/** The engine's counters, as the RPC layer passes them. */
+export type ActivityCounts = RepositoryActivity;
 
 export interface RecorderConfig {
   /** The serving command: serve, socket or pull. */
@@ -258,10 +246,14 @@ export function whoFromEnv(env: Record<string, string | undefined>, clientName: 
   if (env.SSH_CLIENT) who.ssh_client = env.SSH_CLIENT;
   const keys = sshKeysFromAuthInfo(env.SSH_USER_AUTH);
   if (keys !== undefined) who.ssh_keys = keys;
+  return { ...who, ...localUser() };
+}
+
+/** The local user burg runs as, for a record's `who`. */
+export function localUser(): Who {
   try {
-    who.user = userInfo().username;
+    return { user: userInfo().username };
   } catch {
-    // no passwd entry
+    return {}; // no passwd entry
   }
-  return who;
 }
