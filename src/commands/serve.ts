@@ -25,6 +25,7 @@ import type { SessionConfig } from "../rpc/session.ts";
 import { serveStdio } from "../transport/stdio.ts";
 import { log, type LevelName } from "../util/log.ts";
 import { parseFileSize } from "../util/size.ts";
+import { parseDuration } from "../util/duration.ts";
 import { COMMIT, VERSION } from "../version.ts";
 
 /**
@@ -37,6 +38,7 @@ export interface ServeCliOptions {
   restrictToRepository?: string[];
   appendOnly?: boolean;
   storageQuota?: string;
+  keepDeleted?: string;
   umask?: string;
   lockWait?: string;
   permissions?: string;
@@ -69,6 +71,7 @@ const VALUE_OPTIONS: Record<string, { key: keyof ServeCliOptions; list: boolean 
   "--restrict-to-path": { key: "restrictToPath", list: true },
   "--restrict-to-repository": { key: "restrictToRepository", list: true },
   "--storage-quota": { key: "storageQuota", list: false },
+  "--keep-deleted": { key: "keepDeleted", list: false },
   "--umask": { key: "umask", list: false },
   "--lock-wait": { key: "lockWait", list: false },
   "--permissions": { key: "permissions", list: false },
@@ -129,6 +132,13 @@ export function serveSettings(o: ServeCliOptions, env: Record<string, string | u
       throw new UsageError(`argument --storage-quota: quota is too small (${quota}). At least 10M are required.`);
     }
   }
+  let keepDeleted: number | null = null;
+  if (o.keepDeleted !== undefined) {
+    keepDeleted = parseDuration(o.keepDeleted);
+    if (keepDeleted === null) {
+      throw new UsageError(`argument --keep-deleted: invalid duration: '${o.keepDeleted}' (e.g. 30d, 12h, 90m, 3600s)`);
+    }
+  }
   let umask = UMASK_DEFAULT;
   const umaskText = o.umask;
   if (umaskText !== undefined) {
@@ -158,6 +168,7 @@ export function serveSettings(o: ServeCliOptions, env: Record<string, string | u
       restrictToRepositories: o.restrictToRepository ?? [],
       appendOnly: o.appendOnly ?? false,
       storageQuota,
+      keepDeleted,
       permissions: resolvePermissions(o.permissions, env.BORG_REPO_PERMISSIONS),
     },
     logLevel: o.logLevel ?? "WARNING",
@@ -267,6 +278,7 @@ export function recordedOptions(settings: ServeSettings): Record<string, unknown
     append_only: p.appendOnly,
     storage_quota: p.storageQuota,
     permissions: p.permissions,
+    ...(p.keepDeleted ? { keep_deleted: p.keepDeleted } : {}),
   };
 }
 
@@ -281,6 +293,7 @@ export function addServeOptions(command: Command): Command {
     })
     .option("--append-only", "only allow appending to repository segment files (borg's append-only mode)")
     .option("--storage-quota <quota>", "override the repository's storage quota (e.g. 5G, 1.5T; at least 10M)")
+    .option("--keep-deleted <duration>", "time lock: what clients delete or overwrite stays recoverable this long (e.g. 30d, 12h; see burg undelete)")
     .option("--permissions <mode>", "all, no-delete, write-only or read-only (default: $BORG_REPO_PERMISSIONS or all)")
     .option("--umask <mask>", "set umask to M (octal, default 0077)")
     .option("--lock-wait <seconds>", "lock wait for clients that send none (borg clients send theirs; default 1)")

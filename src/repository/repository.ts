@@ -72,6 +72,8 @@ import { type Hints, readHints, writeHintsFile, readIntegrityFile, writeIntegrit
 import { readIndexFile, writeIndexFile, type IntegrityParts } from "./integrity.ts";
 import { SegmentFull, SegmentStore, type SegmentEntry } from "./segments.ts";
 import { runCheck } from "./check.ts";
+import { HoldTable, HoldsFormatError, readHolds, removeOlderHolds, removeUncommittedHolds, writeHolds } from "./holds.ts";
+import { repositoryKeepDeleted } from "./settings.ts";
 
 export interface RepositoryOptions {
   create?: boolean;
@@ -82,6 +84,12 @@ export interface RepositoryOptions {
   storageQuota?: number | null;
   makeParentDirs?: boolean;
   checkSegmentMagic?: boolean;
+  /**
+   * The time lock in seconds (`--keep-deleted`): what a transaction deletes or overwrites stays
+   * in the segments, safe from compaction, that long after its commit. The repository's own
+   * setting (`burg config REPO keep_deleted`) applies when it is longer.
+   */
+  keepDeleted?: number | null;
 }
 
 const LOGGER = "borg.repository";
@@ -118,6 +126,18 @@ export class Repository implements RepositoryHandle {
   /** What this handle did, for the session journal (committed totals and the open transaction). */
   private readonly counts: RepositoryActivity = emptyActivity();
   private txnCounts = emptyTxnCounts();
+  /** The time lock in force for this handle, in ms (0: none; older holds are honoured anyway). */
+  keepDeletedMs = 0;
+  private readonly keepDeletedOption: number;
+  /** Entries this transaction superseded that were committed before it: held once it commits. */
+  private pendingHolds: HoldTable | null = null;
+  /** The committed holds, read when a commit or compaction needs them. */
+  private holds: HoldTable | null = null;
+  private holdsDirty = false;
+  /** Holds files written by the commit under way (the newest supersedes the rest once it is done). */
+  private holdsWritten: number | null = null;
+  /** Flags given to holds recorded from now on (burg undelete marks its manifest removal). */
+  holdFlags = 0;
 
   constructor(path: string, opts: RepositoryOptions = {}) {
     this.path = resolve(path);
@@ -128,6 +148,7 @@ export class Repository implements RepositoryHandle {
     this.checkSegmentMagic = opts.checkSegmentMagic ?? true;
     this.makeParentDirs = opts.makeParentDirs ?? false;
     this.lockWait = opts.lockWait ?? null;
+    this.keepDeletedOption = Math.max(0, opts.keepDeleted ?? 0);
   }
 
   /** Create (when asked) and open a repository, like borg's `with Repository(...)`. */
@@ -238,6 +259,8 @@ export class Repository implements RepositoryHandle {
       } catch {
         throw new InvalidRepositoryConfig(path, "invalid repository id");
       }
+      this.keepDeletedMs =
+        Math.max(this.keepDeletedOption, repositoryKeepDeleted(path, (msg) => log.warning(msg, LOGGER))) * 1000;
       this.io = new SegmentStore(path, this.maxSegmentSize, this.segmentsPerDir);
       if (this.checkSegmentMagic) {
         const latest = this.io.latestSegment();
@@ -268,9 +291,29 @@ export class Repository implements RepositoryHandle {
 
   destroy(): void {
     if (this.appendOnly) throw new ValueError(`${this.path} is in append-only mode`);
+    const lockedUntil = this.timeLockedUntil();
+    if (lockedUntil !== null) {
+      throw new ValueError(
+        `${this.path} is under a time lock (--keep-deleted): its deleted data is kept until ${new Date(lockedUntil).toISOString()}, so it cannot be destroyed`,
+      );
+    }
     this.close();
     unlinkSync(join(this.path, "config"));
     rmSync(this.path, { recursive: true, force: true });
+  }
+
+  /** While a time lock is in force or holds are unexpired: until when (ms); else null. */
+  private timeLockedUntil(): number | null {
+    const now = Date.now();
+    if (this.keepDeletedMs > 0) return now + this.keepDeletedMs;
+    let holds: HoldTable;
+    try {
+      holds = readHolds(this.path, this.io?.segmentsTransactionId() ?? null);
+    } catch (e) {
+      if (e instanceof HoldsFormatError) return Infinity;
+      throw e;
+    }
+    return holds.summary(now).until;
   }
 
   get idStr(): string {
@@ -462,9 +505,13 @@ export class Repository implements RepositoryHandle {
       this.compact = new Map();
       this.storageQuotaUse = 0;
       this.shadowIndex.clear();
+      if (doCleanup) removeUncommittedHolds(this.path, null);
       return;
     }
-    if (doCleanup) this.segIO.cleanup(transactionId);
+    if (doCleanup) {
+      this.segIO.cleanup(transactionId);
+      removeUncommittedHolds(this.path, transactionId);
+    }
     const hintsPath = join(this.path, `hints.${transactionId}`);
     const indexPath = join(this.path, `index.${transactionId}`);
     let hints: Hints;
@@ -611,6 +658,19 @@ export class Repository implements RepositoryHandle {
     this.logStorageQuota();
     this.checkSoleWriter();
     const io = this.segIO;
+    const now = Date.now();
+    const pending = this.pendingHolds;
+    const compacting = compact && !this.appendOnly;
+    if ((pending && pending.count > 0) || compacting) this.loadHolds();
+    if (pending && pending.count > 0) {
+      // The holds go to disk before the COMMIT: a committed delete is never without its hold.
+      const holds = this.holds!;
+      for (let i = 0; i < pending.count; i++) {
+        holds.add(pending.id(i), pending.segment[i]!, pending.offset[i]!, pending.size[i]!, now, now + this.keepDeletedMs, pending.flags[i]!);
+      }
+      this.pendingHolds = null;
+      this.saveHolds(io.commitSegment());
+    }
     const segment = io.writeCommit();
     if (!this.segments.has(segment)) this.segments.set(segment, 0);
     this.compact.set(segment, (this.compact.get(segment) ?? 0) + HEADER_SIZE);
@@ -623,11 +683,53 @@ export class Repository implements RepositoryHandle {
           }
         }
       }
-      await this.compactSegments(threshold);
+      await this.compactSegments(threshold, now);
     }
     this.writeIndex();
+    if (this.holdsWritten !== null) removeOlderHolds(this.path, this.holdsWritten);
     this.settleCounts(this.getIndexTransactionId());
     this.rollback();
+  }
+
+  /** The committed holds (read once per transaction). A damaged holds file stops the commit: nothing held may be lost. */
+  loadHolds(): HoldTable {
+    if (this.holds) return this.holds;
+    const committed = this.segIO.segmentsTransactionId();
+    try {
+      this.holds = readHolds(this.path, committed);
+    } catch (e) {
+      if (!(e instanceof HoldsFormatError)) throw e;
+      throw new IntegrityError(
+        `${this.path}/burg/holds.* is damaged (${e.message}); compaction and time-locked deletes are stopped so that no held data is lost (move the file away to give up what it holds)`,
+      );
+    }
+    return this.holds;
+  }
+
+  /** Write the holds for the commit about to go into segment `txid`. */
+  private saveHolds(txid: number): void {
+    writeHolds(this.path, txid, this.holds!);
+    this.holdsWritten = txid;
+    this.holdsDirty = false;
+  }
+
+  /** Entry bytes held now (committed holds and this transaction's), for the quota message. */
+  private heldBytes(): { bytes: number; until: number | null } {
+    let bytes = 0;
+    let until: number | null = null;
+    try {
+      const s = this.loadHolds().summary(Date.now(), this.keepDeletedMs);
+      bytes = s.bytes;
+      until = s.until;
+    } catch {
+      // a damaged holds file: the quota message goes without the detail
+    }
+    const p = this.pendingHolds;
+    if (p) {
+      for (let i = 0; i < p.count; i++) bytes += p.size[i]!;
+      if (p.count > 0) until = Math.max(until ?? 0, Date.now() + this.keepDeletedMs);
+    }
+    return { bytes, until };
   }
 
   /**
@@ -656,6 +758,10 @@ export class Repository implements RepositoryHandle {
 
   rollbackInternal(cleanup: boolean): void {
     this.settleCounts(null);
+    this.pendingHolds = null;
+    this.holds = null;
+    this.holdsDirty = false;
+    this.holdsWritten = null;
     this.io?.forgetCreated();
     if (this.io && this.activeTxn) this.io.abandonSegment();
     if (cleanup && this.io) {
@@ -673,19 +779,31 @@ export class Repository implements RepositoryHandle {
 
   // ---- compaction -------------------------------------------------------------------------------
 
-  async compactSegments(threshold: number): Promise<void> {
+  async compactSegments(threshold: number, now = Date.now()): Promise<void> {
     if (this.compact.size === 0) {
       log.debug("nothing to do: compact empty", LOGGER);
       return;
     }
     const io = this.segIO;
     const index = this.index!;
+    // The time lock: held entries are copied forward like live ones, and are not freeable.
+    const holds = this.loadHolds();
+    const keepMs = this.keepDeletedMs;
+    if (holds.filter((i) => io.segmentExists(holds.segment[i]!)) > 0) this.holdsDirty = true;
+    const heldBytes = holds.heldBytesBySegment(now, keepMs);
+    const heldAt = holds.bySegment();
+    const expired = new Set<number>();
     const quotaUseBefore = this.storageQuotaUse;
     const indexTransactionId = this.getIndexTransactionId();
     const segments = this.segments;
     let unused: number[] = [];
 
     const completeXfer = (intermediate = true) => {
+      if (!intermediate && expired.size > 0) {
+        holds.filter((i) => !expired.has(i));
+        this.holdsDirty = true;
+      }
+      if (this.holdsDirty) this.saveHolds(io.commitSegment(intermediate));
       const segment = io.writeCommit(intermediate);
       if (!segments.has(segment)) segments.set(segment, 0);
       this.compact.set(segment, (this.compact.get(segment) ?? 0) + HEADER_SIZE);
@@ -718,7 +836,7 @@ export class Repository implements RepositoryHandle {
         continue;
       }
       const segmentSize = io.segmentSize(segment);
-      const ratio = freeable / segmentSize;
+      const ratio = (freeable - (heldBytes.get(segment) ?? 0)) / segmentSize;
       if (!(ratio > threshold)) {
         log.debugTopic("repository.compaction", 
           `not compacting segment ${segment} (maybe freeable: ${(ratio * 100).toFixed(2)}% [${freeable} bytes])`,
@@ -750,6 +868,11 @@ export class Repository implements RepositoryHandle {
           segments.set(newSegment, (segments.get(newSegment) ?? 0) + 1);
           segments.set(segment, segments.get(segment)! - 1);
         } else if (e.tag === TAG_PUT && !isIndexObject) {
+          const h = heldAt.get(segment)?.get(e.offset);
+          if (h !== undefined && bytesEqual(holds.id(h), key)) {
+            if (holds.isHeld(h, now, keepMs)) this.copyHeld(holds, h, key, e.data!, completeXfer);
+            else expired.add(h);
+          }
           // A superseded PUT: gone once this segment is deleted, so drop it from the shadow index
           // (keeping an empty list, which the DELETE branch below still needs).
           const shadowed = this.shadowIndex.get(toHex(key));
@@ -796,6 +919,53 @@ export class Repository implements RepositoryHandle {
       LOGGER,
     );
     log.debug("compaction completed.", LOGGER);
+  }
+
+  /**
+   * Copy held entry `h` (id `key`, data `data`) into the current compaction segment so that it
+   * survives its old segment. Replay must still end where it ends now, so the copy is followed
+   * in the same segment (no commit between them) by a DELETE, or, when the id is live, by a copy
+   * of the live entry; plain borg sees superseded entries there, which its compaction drops.
+   */
+  private copyHeld(holds: HoldTable, h: number, key: Uint8Array, data: Uint8Array, completeXfer: () => void): void {
+    const io = this.segIO;
+    const index = this.index!;
+    const segments = this.segments;
+    const size = data.length + PUT_HEADER_SIZE;
+    let seg: number, off: number;
+    try {
+      [seg, off] = io.writePut(key, data, true, { plain: true });
+    } catch (err) {
+      if (!(err instanceof SegmentFull)) throw err;
+      completeXfer();
+      [seg, off] = io.writePut(key, data, false, { plain: true });
+    }
+    this.storageQuotaUse += size;
+    this.compact.set(seg, (this.compact.get(seg) ?? 0) + size);
+    if (!segments.has(seg)) segments.set(seg, 0);
+    const b = index.lookup(key);
+    if (b >= 0) {
+      const liveSegment = index.segmentAt(b);
+      io.flushWrites(); // the live entry may be in the segment being written
+      const live = io.read(liveSegment, index.offsetAt(b), key) as Uint8Array;
+      const [s2, o2] = io.writePut(key, live, false, { sameSegment: true });
+      const liveSize = live.length + PUT_HEADER_SIZE;
+      index.set(key, s2, o2);
+      segments.set(s2, (segments.get(s2) ?? 0) + 1);
+      segments.set(liveSegment, (segments.get(liveSegment) ?? 0) - 1);
+      this.compact.set(liveSegment, (this.compact.get(liveSegment) ?? 0) + liveSize);
+      this.storageQuotaUse += liveSize;
+    } else {
+      const [s2, delSize] = io.writeDelete(key, false, { sameSegment: true });
+      this.compact.set(s2, (this.compact.get(s2) ?? 0) + delSize);
+      const hex = toHex(key);
+      const list = this.shadowIndex.get(hex);
+      if (list) list.push(seg);
+      else this.shadowIndex.set(hex, [seg]);
+    }
+    holds.segment[h] = seg;
+    holds.offset[h] = off;
+    this.holdsDirty = true;
   }
 
   // ---- replay and index rebuilding -------------------------------------------------------------
@@ -979,7 +1149,11 @@ export class Repository implements RepositoryHandle {
     const b = index.lookup(id);
     const t = this.txnCounts;
     if (b >= 0) {
-      const oldSize = this.deleteInternal(id, index.segmentAt(b), index.offsetAt(b), false) - PUT_HEADER_SIZE;
+      const oldSegment = index.segmentAt(b);
+      const oldOffset = index.offsetAt(b);
+      const oldEntrySize = this.deleteInternal(id, oldSegment, oldOffset, false);
+      this.recordHold(id, oldSegment, oldOffset, oldEntrySize);
+      const oldSize = oldEntrySize - PUT_HEADER_SIZE;
       t.overwrittenObjects++;
       t.overwrittenBytes += oldSize;
       if (isManifestId(id) && t.manifestOldSize === null) t.manifestOldSize = oldSize;
@@ -995,10 +1169,12 @@ export class Repository implements RepositoryHandle {
     this.segments.set(segment, (this.segments.get(segment) ?? 0) + 1);
     index.set(id, segment, offset);
     if (this.storageQuota && this.storageQuotaUse > this.storageQuota) {
-      this.transactionDoomed = new StorageQuotaExceeded(
-        formatFileSize(this.storageQuota),
-        formatFileSize(this.storageQuotaUse),
-      );
+      const held = this.heldBytes();
+      const usage =
+        held.bytes > 0
+          ? `${formatFileSize(this.storageQuotaUse)}, of which ${formatFileSize(held.bytes)} is deleted data the server keeps until ${new Date(held.until!).toISOString().replace(/\.\d+Z$/, "Z")} (time lock, --keep-deleted)`
+          : formatFileSize(this.storageQuotaUse);
+      this.transactionDoomed = new StorageQuotaExceeded(formatFileSize(this.storageQuota), usage);
       throw this.transactionDoomed;
     }
   }
@@ -1012,6 +1188,7 @@ export class Repository implements RepositoryHandle {
     const offset = index.offsetAt(b);
     index.delete(id);
     const size = this.deleteInternal(id, segment, offset, true);
+    this.recordHold(id, segment, offset, size);
     this.txnCounts.deletedObjects++;
     this.txnCounts.deletedBytes += size - PUT_HEADER_SIZE;
   }
@@ -1032,6 +1209,12 @@ export class Repository implements RepositoryHandle {
     this.compact.set(newSegment, (this.compact.get(newSegment) ?? 0) + delSize);
     if (!this.segments.has(newSegment)) this.segments.set(newSegment, 0);
     return size;
+  }
+
+  /** Under a time lock, an entry committed before this transaction that it supersedes is held. */
+  private recordHold(id: Uint8Array, segment: number, offset: number, entrySize: number): void {
+    if (this.keepDeletedMs <= 0 || this.txnBase === null || segment > this.txnBase) return;
+    (this.pendingHolds ??= new HoldTable()).add(id, segment, offset, entrySize, 0, 0, this.holdFlags);
   }
 
   /** What this handle has done so far (a copy). */
@@ -1157,5 +1340,6 @@ export async function openRepository(path: string, opts: OpenOptions): Promise<R
     appendOnly: opts.appendOnly,
     storageQuota: opts.storageQuota,
     makeParentDirs: opts.makeParentDirs,
+    keepDeleted: opts.keepDeleted,
   });
 }

@@ -52,6 +52,11 @@ export interface SegmentEntry {
 
 export class SegmentFull extends Error {}
 
+export interface WriteOptions {
+  sameSegment?: boolean;
+  plain?: boolean;
+}
+
 const WRITE_BUFFER_SIZE = 1 << 20;
 const READ_CHUNK = 8 << 20;
 const FD_CACHE_SIZE = 90;
@@ -485,11 +490,16 @@ export class SegmentStore {
     closeSync(fd);
   }
 
-  writePut(id: Uint8Array, data: Uint8Array, raiseFull = false): [segment: number, offset: number] {
+  /**
+   * `sameSegment`: append to the open segment even when it is over the size limit (an entry that
+   * must follow the previous one in the same segment, with no commit between them); `plain`: no
+   * new segment for the manifest (a copy of an old one, which is not the live manifest).
+   */
+  writePut(id: Uint8Array, data: Uint8Array, raiseFull = false, opts: WriteOptions = {}): [segment: number, offset: number] {
     if (data.length > MAX_DATA_SIZE) {
       throw new IntegrityError(`More than allowed put data [${data.length} > ${MAX_DATA_SIZE}]`);
     }
-    this.getWriteFd({ wantNew: isManifestId(id), raiseFull });
+    this.getWriteFd({ wantNew: !opts.plain && isManifestId(id), raiseFull, noNew: opts.sameSegment });
     const size = data.length + PUT_HEADER_SIZE;
     const offset = this.offset;
     const header = new Uint8Array(PUT_HEADER_SIZE);
@@ -504,8 +514,8 @@ export class SegmentStore {
     return [this.segment, offset];
   }
 
-  writeDelete(id: Uint8Array, raiseFull = false): [segment: number, size: number] {
-    this.getWriteFd({ wantNew: isManifestId(id), raiseFull });
+  writeDelete(id: Uint8Array, raiseFull = false, opts: WriteOptions = {}): [segment: number, size: number] {
+    this.getWriteFd({ wantNew: !opts.plain && isManifestId(id), raiseFull, noNew: opts.sameSegment });
     const header = new Uint8Array(PUT_HEADER_SIZE);
     const dv = new DataView(header.buffer);
     dv.setUint32(4, PUT_HEADER_SIZE, true);
@@ -522,6 +532,11 @@ export class SegmentStore {
    * (compaction) ends the current segment after syncing what precedes it. Returns the number
    * of the segment the commit is in.
    */
+  /** The segment number writeCommit(intermediate) will put its COMMIT into. */
+  commitSegment(intermediate = false): number {
+    return !intermediate && this.writeFd !== null ? this.segment + 1 : this.segment;
+  }
+
   writeCommit(intermediate = false): number {
     this.getWriteFd({ wantNew: !intermediate, noNew: intermediate });
     if (intermediate) this.syncSegment();

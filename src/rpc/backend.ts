@@ -16,6 +16,8 @@ export interface OpenOptions {
   /** Bytes; null means "use the repository config's value". */
   storageQuota: number | null;
   makeParentDirs: boolean;
+  /** The time lock in seconds (`--keep-deleted`), null for none (the repository's own setting still applies). */
+  keepDeleted?: number | null;
 }
 
 export interface CheckOptions {

@@ -52,6 +52,8 @@ export interface ServePolicy {
   /** Bytes, or null to use the repository's own setting. */
   storageQuota: number | null;
   permissions: PermissionMode;
+  /** Seconds of the time lock (`--keep-deleted`), null for none. */
+  keepDeleted?: number | null;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -536,6 +536,7 @@ export class Session {
       lock: argBool(args, "lock", true),
       appendOnly,
       storageQuota: policy.storageQuota,
+      keepDeleted: policy.keepDeleted ?? null,
       makeParentDirs: argBool(args, "make_parent_dirs", false),
     });
     this.pendingOpen = opening;
