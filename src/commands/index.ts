@@ -3,6 +3,8 @@
 import type { CAC } from "cac";
 import * as breakLock from "./break-lock.ts";
 import * as check from "./check.ts";
+import * as compact from "./compact.ts";
+import * as config from "./config.ts";
 import * as connect from "./connect.ts";
 import * as log from "./log.ts";
 import * as pull from "./pull.ts";
@@ -10,9 +12,10 @@ import * as restoreManifest from "./restore-manifest.ts";
 import * as serve from "./serve.ts";
 import * as socket from "./socket.ts";
 import * as status from "./status.ts";
+import * as undelete from "./undelete.ts";
 
 export interface Command {
   register(cli: CAC): void;
 }
 
-export const COMMANDS: Command[] = [serve, socket, connect, pull, check, breakLock, restoreManifest, log, status];
+export const COMMANDS: Command[] = [serve, socket, connect, pull, check, breakLock, restoreManifest, undelete, compact, config, log, status];

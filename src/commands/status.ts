@@ -42,6 +42,7 @@ export function formatStatus(s: RepositoryStatus): string {
     `Size on disk:        ${formatFileSize(s.size_bytes)} in ${s.segments} segments`,
     `Objects:             ${s.objects ?? "unknown"}`,
     `Compaction can free: ${size(s.compactable_bytes)}`,
+    `Held (time lock):    ${s.held === null ? "unknown (holds file damaged)" : s.held.objects === 0 ? "nothing" : `${formatFileSize(s.held.bytes)} in ${s.held.objects} entries, until ${s.held.until}`}${s.keep_deleted_seconds ? ` (repository keep_deleted ${formatDuration(s.keep_deleted_seconds)})` : ""}`,
     `Free disk space:     ${size(s.free_bytes)}`,
     `Last burg check:     ${check ? `${check.time}: ${check.verdict}${check.repair ? " (repair)" : ""}` : "none recorded"}`,
   ].join("\n") + "\n";

@@ -11,6 +11,8 @@ import { DoesNotExist } from "../errors.ts";
 import { hostId } from "../lock/host-id.ts";
 import { HASH_HEADER_SIZE, parseHashHeader } from "../repository/hashindex.ts";
 import { readHints } from "../repository/hints.ts";
+import { readHolds } from "../repository/holds.ts";
+import { repositoryKeepDeleted } from "../repository/settings.ts";
 import { readJournal } from "./journal.ts";
 import { checkRecords, isSuccess, sessionRecords, type SessionRecord } from "./records.ts";
 
@@ -24,6 +26,10 @@ export interface RepositoryStatus {
   objects: number | null;
   segments: number;
   compactable_bytes: number | null;
+  /** Deleted or overwritten data the time lock keeps (null: the holds file is damaged). */
+  held: { bytes: number; objects: number; until: string | null } | null;
+  /** The repository's own time lock (burg config keep_deleted), seconds. */
+  keep_deleted_seconds: number;
   free_bytes: number | null;
   last_check: { time: string; verdict: string; repair: boolean } | null;
 }
@@ -120,6 +126,15 @@ export function repositoryStatus(path: string, now = Date.now()): RepositoryStat
       compactable = null;
     }
   }
+  const keepDeleted = repositoryKeepDeleted(path, () => {});
+  let held: RepositoryStatus["held"] = null;
+  try {
+    const h = readHolds(path, txid).summary(now, keepDeleted * 1000);
+    held = { bytes: h.bytes, objects: h.records, until: h.until === null ? null : new Date(h.until).toISOString() };
+    if (compactable !== null) compactable = Math.max(0, compactable - h.bytes);
+  } catch {
+    held = null;
+  }
   let free: number | null = null;
   try {
     const fs = statfsSync(path);
@@ -140,6 +155,8 @@ export function repositoryStatus(path: string, now = Date.now()): RepositoryStat
     objects: txid === null ? 0 : indexEntries(join(path, `index.${txid}`)),
     segments: segs.count,
     compactable_bytes: compactable,
+    held,
+    keep_deleted_seconds: keepDeleted,
     free_bytes: free,
     last_check: check && {
       time: check.time,
@@ -171,6 +188,8 @@ const METRICS: Metric[] = [
   { name: "burg_repository_objects", help: "Objects in the last committed index", value: (s) => s.objects },
   { name: "burg_repository_segments", help: "Segment files", value: (s) => s.segments },
   { name: "burg_repository_compactable_bytes", help: "Bytes compaction could free", value: (s) => s.compactable_bytes },
+  { name: "burg_held_bytes", help: "Deleted or overwritten data the time lock keeps for burg undelete", value: (s) => s.held?.bytes ?? null },
+  { name: "burg_held_until_timestamp_seconds", help: "When the last held data may be compacted away", value: (s) => (s.held?.until ? Date.parse(s.held.until) / 1000 : null) },
   { name: "burg_filesystem_free_bytes", help: "Free bytes on the repository's file system (for unprivileged users)", value: (s) => s.free_bytes },
   { name: "burg_last_check_timestamp_seconds", help: "Time of the last burg check", value: (s) => (s.last_check ? Date.parse(s.last_check.time) / 1000 : null) },
   { name: "burg_last_check_success", help: "1 when the last burg check found no problems (or repaired them)", value: (s) => (s.last_check === null ? null : s.last_check.verdict === "ok" || s.last_check.verdict === "repaired" ? 1 : 0) },

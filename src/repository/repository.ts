@@ -138,6 +138,8 @@ export class Repository implements RepositoryHandle {
   private holdsWritten: number | null = null;
   /** Flags given to holds recorded from now on (burg undelete marks its manifest removal). */
   holdFlags = 0;
+  /** Told after each segment compaction looked at: segments and bytes done of the total. */
+  onCompactProgress: ((done: number, total: number, bytesDone: number, bytesTotal: number) => void) | null = null;
 
   constructor(path: string, opts: RepositoryOptions = {}) {
     this.path = resolve(path);
@@ -825,7 +827,15 @@ export class Repository implements RepositoryHandle {
     log.debug(`Compaction started (threshold is ${Math.trunc(threshold * 100)}%).`, LOGGER);
     const work = [...this.compact.entries()].sort((a, b) => a[0] - b[0]);
     let done = 0;
+    const tell = this.onCompactProgress;
+    let bytesTotal = 0;
+    let bytesDone = 0;
+    if (tell) for (const [s] of work) if (io.segmentExists(s)) bytesTotal += io.segmentSize(s);
     for (const [segment, freeable] of work) {
+      if (tell) {
+        tell(done, work.length, bytesDone, bytesTotal);
+        if (io.segmentExists(segment)) bytesDone += io.segmentSize(segment);
+      }
       done++;
       if (log.progressEnabled) {
         log.progress("repository.compact_segments", `Compacting segments ${Math.round(((done - 1) * 100) / work.length)}%`, done, work.length);
@@ -912,6 +922,7 @@ export class Repository implements RepositoryHandle {
       unused.push(segment);
     }
     log.progress("repository.compact_segments", null, work.length, work.length, true);
+    tell?.(work.length, work.length, bytesTotal, bytesTotal);
     completeXfer(false);
     this.txnCounts.compactionFreedBytes += quotaUseBefore - this.storageQuotaUse;
     log.info(

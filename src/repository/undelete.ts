@@ -1,0 +1,129 @@
+// `burg undelete`: bring back what sessions since a point in time deleted or overwrote, from the
+// entries the time lock held (holds.ts).
+//
+// Each object with a hold from a delete or overwrite at or after `since` gets back the data of
+// its earliest such hold: the data it had at `since` when it existed then, else the first data
+// it had afterwards (so archives made after `since` and deleted since come back as well).
+// Objects nothing deleted or overwrote since then are left as they are, new ones included.
+//
+// The manifest is the exception: it is encrypted, so the archive lists of two versions cannot be
+// merged, and an older manifest would be refused by clients (borg's manifest replay check). If
+// it changed since `since`, it is removed instead, and `borg check --repair` on the client
+// rebuilds it from every archive in the repository. A removal is held like any other delete and
+// marked, so that a repeated undelete leaves a manifest rebuilt after it alone.
+//
+// Runs as one transaction under the exclusive lock: a killed undelete leaves the repository at
+// its last commit, and running it again does the same work; objects already holding the data
+// are skipped.
+
+import { IntegrityError } from "../errors.ts";
+import { bytesEqual, toHex } from "../util/hex.ts";
+import { log } from "../util/log.ts";
+import { HOLD_UNDELETE_REMOVAL, readHolds } from "./holds.ts";
+import type { Repository } from "./repository.ts";
+
+const MANIFEST_ID = new Uint8Array(32);
+const PUT_HEADER = 41;
+/** What undelete itself replaces or removes is held at least this long (ms). */
+export const UNDELETE_HOLD_MS = 7 * 86400 * 1000;
+
+export interface UndeleteReport {
+  /** ms since the epoch */
+  since: number;
+  /** Objects brought back (or that would be, on a dry run), and their data bytes. */
+  objects: number;
+  bytes: number;
+  /** Objects that already hold the data they would get. */
+  current: number;
+  /** Held entries whose data is gone (a plain `borg compact` dropped it, or a segment was lost). */
+  lost: number;
+  lostBytes: number;
+  /** The manifest changed since `since` and is (or would be) removed. */
+  manifestRemoved: boolean;
+  /** Holds from deletes and overwrites since `since` (several per object when it changed often). */
+  holds: number;
+  dryRun: boolean;
+}
+
+export async function undelete(repo: Repository, since: number, opts: { dryRun: boolean }): Promise<UndeleteReport> {
+  const txid = await repo.getTransactionId();
+  const holds = readHolds(repo.path, txid);
+  const io = repo.io!;
+  const report: UndeleteReport = {
+    since,
+    objects: 0,
+    bytes: 0,
+    current: 0,
+    lost: 0,
+    lostBytes: 0,
+    manifestRemoved: false,
+    holds: 0,
+    dryRun: opts.dryRun,
+  };
+  // For each object, its earliest hold since `since`.
+  const chosen = new Map<string, number>();
+  let lastManifestHold = -1;
+  let manifestChanged = false;
+  for (let i = 0; i < holds.count; i++) {
+    const id = holds.id(i);
+    if (bytesEqual(id, MANIFEST_ID)) {
+      if (lastManifestHold < 0 || holds.deletedAt[i]! >= holds.deletedAt[lastManifestHold]!) lastManifestHold = i;
+      if (holds.deletedAt[i]! >= since) {
+        manifestChanged = true;
+        report.holds++;
+      }
+      continue;
+    }
+    if (holds.deletedAt[i]! < since) continue;
+    report.holds++;
+    const hex = toHex(id);
+    const prev = chosen.get(hex);
+    if (prev === undefined || holds.deletedAt[i]! < holds.deletedAt[prev]!) chosen.set(hex, i);
+  }
+  // A manifest whose last change was an undelete's removal was rebuilt since: leave it.
+  const rebuiltSince = lastManifestHold >= 0 && (holds.flags[lastManifestHold]! & HOLD_UNDELETE_REMOVAL) !== 0;
+  report.manifestRemoved = manifestChanged && !rebuiltSince && (await repo.contains(MANIFEST_ID));
+
+  if (!opts.dryRun) repo.keepDeletedMs = Math.max(repo.keepDeletedMs, UNDELETE_HOLD_MS);
+  let done = 0;
+  for (const h of chosen.values()) {
+    done++;
+    if (log.progressEnabled && done % 1000 === 0) {
+      log.progress("burg.undelete", `Restoring objects ${Math.round((done * 100) / chosen.size)}%`, done, chosen.size);
+    }
+    const id = holds.id(h);
+    let data: Uint8Array;
+    try {
+      data = io.read(holds.segment[h]!, holds.offset[h]!, id) as Uint8Array;
+    } catch (e) {
+      if (!(e instanceof IntegrityError) && (e as NodeJS.ErrnoException)?.code !== "ENOENT") throw e;
+      report.lost++;
+      report.lostBytes += holds.size[h]! - PUT_HEADER;
+      continue;
+    }
+    if (await repo.contains(id)) {
+      const now = await repo.get(id);
+      if (bytesEqual(now, data)) {
+        report.current++;
+        continue;
+      }
+    }
+    report.objects++;
+    report.bytes += data.length;
+    if (!opts.dryRun) await repo.put(id, data);
+  }
+  log.progress("burg.undelete", null, chosen.size, chosen.size, true);
+  if (opts.dryRun) return report;
+  if (report.manifestRemoved) {
+    repo.holdFlags = HOLD_UNDELETE_REMOVAL;
+    try {
+      await repo.delete(MANIFEST_ID);
+    } finally {
+      repo.holdFlags = 0;
+    }
+  }
+  if (report.objects > 0 || report.manifestRemoved) {
+    await repo.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
+  }
+  return report;
+}
