@@ -85,12 +85,13 @@ export function register(cli: CAC): void {
     .action(function (this: CAC, repository: string, name: string | undefined, value: string | undefined) {
       const raw = this.rawArgs;
       // cac turns numeric-looking words into numbers; take the words as given.
-      const words = raw.filter((w) => !w.startsWith("-"));
+      const argv = process.argv;
+      const words = argv.slice(argv.indexOf("config") + 1).filter((w) => !w.startsWith("-"));
       return runConfig(
         {
           repository: String(repository),
-          name: name === undefined ? undefined : String(words[2] ?? name),
-          value: value === undefined ? undefined : String(words[3] ?? value),
+          name: name === undefined ? undefined : String(words[1] ?? name),
+          value: value === undefined ? undefined : String(words[2] ?? value),
           delete: raw.includes("--delete") || raw.includes("-d"),
           list: raw.includes("--list") || raw.includes("-l"),
         },

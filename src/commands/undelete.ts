@@ -75,7 +75,8 @@ export async function runUndelete(options: UndeleteOptions, io: UndeleteIO): Pro
     ? null
     : new SessionRecorder({ command: "undelete", who: localUser(), options: { since: new Date(since).toISOString() }, alert: null }, log);
   // A dry run only reads (no lock, as burg status); the real one takes the exclusive lock.
-  const repo = await Repository.open(path, options.dryRun ? { lock: false } : { exclusive: true, lockWait: options.lockWait });
+  // The operator's undelete is not bound by the clients' storage quota (0: none).
+  const repo = await Repository.open(path, options.dryRun ? { lock: false, storageQuota: 0 } : { exclusive: true, lockWait: options.lockWait, storageQuota: 0 });
   let report: UndeleteReport;
   try {
     recorder?.opened(path);

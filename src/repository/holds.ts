@@ -27,8 +27,12 @@ const HEADER = 16;
 export const HOLD_RECORD_SIZE = 64;
 const TRAILER = 8;
 
-/** The entry was the manifest, deleted by `burg undelete` (so a rebuilt manifest is left alone). */
-export const HOLD_UNDELETE_REMOVAL = 1;
+/**
+ * `burg undelete` superseded the entry (garbage it overwrote, the manifest it removed): a later
+ * undelete does not bring it back, and a manifest whose last change was such a removal was
+ * rebuilt since and is left alone.
+ */
+export const HOLD_BY_UNDELETE = 1;
 
 export class HoldsFormatError extends Error {}
 

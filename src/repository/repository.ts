@@ -671,8 +671,9 @@ export class Repository implements RepositoryHandle {
         holds.add(pending.id(i), pending.segment[i]!, pending.offset[i]!, pending.size[i]!, now, now + this.keepDeletedMs, pending.flags[i]!);
       }
       this.pendingHolds = null;
-      this.saveHolds(io.commitSegment());
+      this.holdsDirty = true;
     }
+    if (this.holdsDirty) this.saveHolds(io.commitSegment());
     const segment = io.writeCommit();
     if (!this.segments.has(segment)) this.segments.set(segment, 0);
     this.compact.set(segment, (this.compact.get(segment) ?? 0) + HEADER_SIZE);
@@ -706,6 +707,14 @@ export class Repository implements RepositoryHandle {
       );
     }
     return this.holds;
+  }
+
+  /** Give up the holds for which `release(i)` is true (at the next commit; burg undelete after restoring them). */
+  releaseHolds(release: (i: number) => boolean): number {
+    const holds = this.loadHolds();
+    const n = holds.filter((i) => !release(i));
+    if (n > 0) this.holdsDirty = true;
+    return n;
   }
 
   /** Write the holds for the commit about to go into segment `txid`. */

@@ -9,8 +9,13 @@
 // The manifest is the exception: it is encrypted, so the archive lists of two versions cannot be
 // merged, and an older manifest would be refused by clients (borg's manifest replay check). If
 // it changed since `since`, it is removed instead, and `borg check --repair` on the client
-// rebuilds it from every archive in the repository. A removal is held like any other delete and
-// marked, so that a repeated undelete leaves a manifest rebuilt after it alone.
+// rebuilds it from every archive in the repository. What the undelete itself replaces or removes
+// is held like any other delete and marked (HOLD_BY_UNDELETE): a repeated undelete neither
+// brings that back nor removes a manifest rebuilt after it.
+//
+// Restored objects are written as new entries; the held entries they came from are released
+// and compacted away in the same commit, so the space an undelete needs is about that of the
+// largest segments it rewrites, not of everything it brings back.
 //
 // Runs as one transaction under the exclusive lock: a killed undelete leaves the repository at
 // its last commit, and running it again does the same work; objects already holding the data
@@ -19,7 +24,7 @@
 import { IntegrityError } from "../errors.ts";
 import { bytesEqual, toHex } from "../util/hex.ts";
 import { log } from "../util/log.ts";
-import { HOLD_UNDELETE_REMOVAL, readHolds } from "./holds.ts";
+import { HOLD_BY_UNDELETE } from "./holds.ts";
 import type { Repository } from "./repository.ts";
 
 const MANIFEST_ID = new Uint8Array(32);
@@ -46,8 +51,8 @@ export interface UndeleteReport {
 }
 
 export async function undelete(repo: Repository, since: number, opts: { dryRun: boolean }): Promise<UndeleteReport> {
-  const txid = await repo.getTransactionId();
-  const holds = readHolds(repo.path, txid);
+  await repo.getTransactionId();
+  const holds = repo.loadHolds();
   const io = repo.io!;
   const report: UndeleteReport = {
     since,
@@ -74,18 +79,22 @@ export async function undelete(repo: Repository, since: number, opts: { dryRun: 
       }
       continue;
     }
-    if (holds.deletedAt[i]! < since) continue;
+    if (holds.deletedAt[i]! < since || (holds.flags[i]! & HOLD_BY_UNDELETE) !== 0) continue;
     report.holds++;
     const hex = toHex(id);
     const prev = chosen.get(hex);
     if (prev === undefined || holds.deletedAt[i]! < holds.deletedAt[prev]!) chosen.set(hex, i);
   }
   // A manifest whose last change was an undelete's removal was rebuilt since: leave it.
-  const rebuiltSince = lastManifestHold >= 0 && (holds.flags[lastManifestHold]! & HOLD_UNDELETE_REMOVAL) !== 0;
+  const rebuiltSince = lastManifestHold >= 0 && (holds.flags[lastManifestHold]! & HOLD_BY_UNDELETE) !== 0;
   report.manifestRemoved = manifestChanged && !rebuiltSince && (await repo.contains(MANIFEST_ID));
 
-  if (!opts.dryRun) repo.keepDeletedMs = Math.max(repo.keepDeletedMs, UNDELETE_HOLD_MS);
+  if (!opts.dryRun) {
+    repo.keepDeletedMs = Math.max(repo.keepDeletedMs, UNDELETE_HOLD_MS);
+    repo.holdFlags = HOLD_BY_UNDELETE;
+  }
   let done = 0;
+  const restored = new Set<number>();
   for (const h of chosen.values()) {
     done++;
     if (log.progressEnabled && done % 1000 === 0) {
@@ -110,20 +119,20 @@ export async function undelete(repo: Repository, since: number, opts: { dryRun: 
     }
     report.objects++;
     report.bytes += data.length;
-    if (!opts.dryRun) await repo.put(id, data);
+    if (!opts.dryRun) {
+      await repo.put(id, data);
+      restored.add(h);
+    }
   }
   log.progress("burg.undelete", null, chosen.size, chosen.size, true);
   if (opts.dryRun) return report;
-  if (report.manifestRemoved) {
-    repo.holdFlags = HOLD_UNDELETE_REMOVAL;
-    try {
-      await repo.delete(MANIFEST_ID);
-    } finally {
-      repo.holdFlags = 0;
-    }
-  }
+  if (report.manifestRemoved) await repo.delete(MANIFEST_ID);
   if (report.objects > 0 || report.manifestRemoved) {
-    await repo.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
+    // What came back lives in new entries now: its held copies go, and compaction frees them,
+    // so that an undelete does not need the space of what it restores twice.
+    repo.releaseHolds((i) => restored.has(i));
+    await repo.commit({ compact: true, threshold: 0.1, cleanupCommits: false });
   }
+  repo.holdFlags = 0;
   return report;
 }

@@ -12,6 +12,7 @@ import { assertSameTree, makeSourceTree } from "../support/data.ts";
 import { BURG, runAsync } from "../support/env.ts";
 import { forcedSsh, remoteBorg, type RemoteBorg } from "../support/fake-ssh.ts";
 import { RpcClient } from "../support/rpc-client.ts";
+import { connectRsh, startBurgSocket } from "../support/socket-server.ts";
 import { testScope } from "../support/scope.ts";
 
 const scope = testScope();
@@ -250,6 +251,82 @@ describe("time-locked deletes (--keep-deleted)", () => {
       expect(now).toBeLessThan(sizes[0]! + 8_000_000);
     },
     600_000,
+  );
+
+  test(
+    "held data counts against the quota and the client is told; burg compact frees it when the time is up; burg config sets the repository's own time lock",
+    async () => {
+      const s = await setup("--keep-deleted 5s --storage-quota 12M");
+      await s.ok(["delete", s.borg.url(s.repo, "a1")]);
+      await s.ok(["delete", s.borg.url(s.repo, "a2")]);
+      await s.ok(["compact", s.borg.url(s.repo)]);
+      // about 8 MB stored (the test data compresses to half): over the quota only because of what is held
+      makeSourceTree(join(s.cwd, "big"), { seed: 77, files: 40, totalBytes: 16_000_000 });
+      const over = await s.borg.run(["create", s.borg.url(s.repo, "big"), "big"], { cwd: s.cwd });
+      expect(over.code).toBe(2);
+      expect(over.stderr).toContain("The storage quota (12.00 MB) has been exceeded");
+      expect(over.stderr).toContain("is deleted data the server keeps until");
+      expect(over.stderr).toContain("time lock, --keep-deleted");
+      await Bun.sleep(5200);
+      // the time is up: burg compact on the server frees it
+      const compact = await burg("compact", "--json", s.repo);
+      expect({ code: compact.code, stderr: compact.stderr }).toEqual({ code: 0, stderr: "" });
+      const freed = JSON.parse(compact.stdout);
+      expect(freed.freed_bytes).toBeGreaterThan(1_000_000);
+      expect(freed.held_objects).toBe(0);
+      await s.ok(["create", s.borg.url(s.repo, "big"), "big"]);
+      s.archives.set("big", "big");
+
+      // the repository's own setting outlasts the command line's 5 s
+      expect((await burg("config", s.repo, "keep_deleted", "2h")).code).toBe(0);
+      expect((await burg("config", s.repo, "keep_deleted")).stdout.trim()).toBe("7200");
+      const t = await beforeAttack();
+      await s.ok(["delete", s.borg.url(s.repo, "a3")]);
+      await Bun.sleep(5200);
+      await s.ok(["compact", s.borg.url(s.repo)]);
+      const kept = JSON.parse((await burg("compact", "--json", s.repo)).stdout);
+      expect(kept.held_bytes).toBeGreaterThan(500_000);
+      expect(Date.parse(kept.held_until)).toBeGreaterThan(Date.now() + 3600_000);
+      const status = await burg("status", s.repo);
+      expect(status.stdout).toMatch(/Held \(time lock\): +\d/);
+      expect(status.stdout).toContain("repository keep_deleted 2:00:00");
+      await recoverAndVerify(s, t, ["a3", "big"]);
+      // the journal has each undelete that changed something and each burg compact
+      const log = (await burg("log", "--json", s.repo)).stdout.trim().split("\n").map((l) => JSON.parse(l));
+      expect(log.filter((r: any) => r.command === "undelete" && r.outcome === "committed").length).toBe(1);
+      expect(log.filter((r: any) => r.command === "compact").length).toBe(2);
+    },
+    300_000,
+  );
+
+  test(
+    "burg socket --keep-deleted holds what its clients delete",
+    async () => {
+      const dir = scope.tempDir("burg-timelock-socket-");
+      const sock = join(dir, "burg.sock");
+      await startBurgSocket(scope, ["--socket", sock, "--keep-deleted", "1h"], { env: HOST_ENV });
+      const home = join(dir, "home");
+      mkdirSync(home);
+      const cwd = join(dir, "data");
+      makeSourceTree(join(cwd, "src"), { seed: 3, files: 50, totalBytes: 2_000_000 });
+      const borg = remoteBorg(home, connectRsh(sock));
+      const repo = join(dir, "repo");
+      for (const args of [["init", "-e", "repokey", borg.url(repo)], ["create", borg.url(repo, "a"), "src"]]) {
+        expect((await borg.run(args, { cwd })).code).toBe(0);
+      }
+      const t = await beforeAttack();
+      expect((await borg.run(["delete", "--glob-archives", "*", borg.url(repo)], { cwd })).code).toBe(0);
+      expect((await borg.run(["compact", borg.url(repo)], { cwd })).code).toBe(0);
+      const status = JSON.parse((await burg("status", "--json", repo)).stdout);
+      expect(status.held.bytes).toBeGreaterThan(800_000); // 2 MB of test data compresses to half
+      const r = JSON.parse((await burg("undelete", repo, "--since", t, "--json")).stdout);
+      expect(r.manifest_removed).toBe(true);
+      const repair = await borg.run(["check", "--repair", borg.url(repo)], { cwd, env: REPAIR });
+      expect(repair.code).toBe(0);
+      expect((await borg.run(["list", "--short", borg.url(repo)], { cwd })).stdout.trim()).toBe("a");
+      await plainCheck(repo);
+    },
+    300_000,
   );
 });
 
