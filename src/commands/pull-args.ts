@@ -44,6 +44,7 @@ const VALUE_OPTIONS = new Set([
   "--restrict-to-path",
   "--restrict-to-repository",
   "--storage-quota",
+  "--keep-deleted",
   "--umask",
   "--lock-wait",
   "--debug-topic",

@@ -119,7 +119,9 @@ function privateDir(env: Env): string {
 export async function runPull(args: PullArgs, io: PullIO): Promise<number> {
   const repo = resolve(io.cwd, args.repo);
   const serve = { ...args.serve, restrictToRepository: [repo] };
-  if (serve.permissions === undefined && !io.env.BORG_REPO_PERMISSIONS) serve.permissions = "no-delete";
+  // A pulling server does not let its client delete by default; under a time lock (--keep-deleted)
+  // deletes are recoverable, so the client's prune and compact may run as usual.
+  if (serve.permissions === undefined && !io.env.BORG_REPO_PERMISSIONS) serve.permissions = serve.keepDeleted ? "all" : "no-delete";
   const ctx = serveContext(serve, io, "pull");
   applyServeSettings(ctx.settings);
   let grace = DEFAULT_SESSION_GRACE;
@@ -232,6 +234,8 @@ const USAGE =
   "Options:\n" +
   "  --repo PATH            the repository on this machine (required); only it is served\n" +
   "  --permissions MODE     all, no-delete (default), write-only or read-only (see burg serve)\n" +
+  "  --keep-deleted DUR     time lock: deletes stay recoverable for DUR (burg undelete); the default\n" +
+  "                         permissions are then all, so the client's prune and compact work\n" +
   "  --remote-borg PATH     borg on the client (default: borg in its PATH)\n" +
   "  --remote-burg PATH     burg on the client, used as the bridge when present (default: burg)\n" +
   "  --bridge LIST          bridges to try on the client, in order: burg,socat,nc,python3 (default auto)\n" +

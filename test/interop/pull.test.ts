@@ -245,6 +245,32 @@ describe("burg pull over ssh to 127.0.0.1", () => {
   );
 
   test(
+    "--keep-deleted: the client's prune and compact work (permissions default to all), and burg undelete brings the archives back",
+    async () => {
+      const dir = tempDir("burg-pull-keep-");
+      const repo = join(dir, "repo");
+      const src = join(dir, "src");
+      makeSourceTree(src, { seed: 43, files: 10, totalBytes: 1_000_000 });
+      const keep = { extra: ["--keep-deleted", "1h"] };
+      ok(await pull(repo, ["init", "-e", "none"], keep), "init");
+      ok(await pull(repo, ["create", "::a", src], keep), "create a");
+      makeSourceTree(join(src, "more"), { seed: 44, files: 5, totalBytes: 500_000 });
+      ok(await pull(repo, ["create", "::b", src], keep), "create b");
+      const since = new Date().toISOString();
+      await Bun.sleep(1100);
+      ok(await pull(repo, ["prune", "--keep-last", "1"], keep), "prune");
+      ok(await pull(repo, ["compact"], keep), "compact");
+      expect(ok(await pull(repo, ["list", "--short"], keep), "list").stdout.trim()).toBe("b");
+      const undo = await runAsync([BURG, "undelete", repo, "--since", since, "--json"], { env: serverEnv() });
+      expect(JSON.parse(undo.stdout).manifest_removed).toBe(true);
+      ok(await pull(repo, ["check", "--repair"], { ...keep, env: { BORG_CHECK_I_KNOW_WHAT_I_AM_DOING: "YES" } }), "check --repair");
+      expect(ok(await pull(repo, ["list", "--short"], keep), "list").stdout.trim().split("\n").sort()).toEqual(["a", "b"]);
+      expect(plainCheck(repo).code).toBe(0);
+    },
+    TIMEOUT,
+  );
+
+  test(
     "every bridge on the client works: burg connect, socat, python3 (and nc when OpenBSD nc is there)",
     async () => {
       const dir = tempDir("burg-pull-bridges-");

@@ -170,7 +170,7 @@ describe("time-locked deletes (--keep-deleted)", () => {
   );
 
   test(
-    "without a time lock nothing is held; destroy is refused under one",
+    "destroy is refused under a time lock; the manifests the creates replaced are held",
     async () => {
       const s = await setup("--keep-deleted 1h");
       const destroy = await s.borg.run(["delete", s.borg.url(s.repo)], { cwd: s.cwd, env: REPAIR });
