@@ -507,12 +507,13 @@ export class Repository implements RepositoryHandle {
       this.compact = new Map();
       this.storageQuotaUse = 0;
       this.shadowIndex.clear();
-      if (doCleanup) removeUncommittedHolds(this.path, null);
+      // (check rebuilds from an empty index: holds of the committed segments stay valid)
+      if (doCleanup) removeUncommittedHolds(this.path, this.segIO.segmentsTransactionId());
       return;
     }
     if (doCleanup) {
       this.segIO.cleanup(transactionId);
-      removeUncommittedHolds(this.path, transactionId);
+      removeUncommittedHolds(this.path, this.segIO.segmentsTransactionId());
     }
     const hintsPath = join(this.path, `hints.${transactionId}`);
     const indexPath = join(this.path, `index.${transactionId}`);
@@ -868,6 +869,7 @@ export class Repository implements RepositoryHandle {
         `compacting segment ${segment} with usage count ${segments.get(segment)} (maybe freeable: ${(ratio * 100).toFixed(2)}% [${freeable} bytes])`,
         LOGGER,
       );
+      const here = heldAt.has(segment) ? this.matchHolds(holds, heldAt.get(segment)!, segment) : null;
       for (const e of io.iterObjects(segment, { includeData: true })) {
         if (e.tag === TAG_COMMIT) continue;
         const key = e.key!;
@@ -887,8 +889,8 @@ export class Repository implements RepositoryHandle {
           segments.set(newSegment, (segments.get(newSegment) ?? 0) + 1);
           segments.set(segment, segments.get(segment)! - 1);
         } else if (e.tag === TAG_PUT && !isIndexObject) {
-          const h = heldAt.get(segment)?.get(e.offset);
-          if (h !== undefined && bytesEqual(holds.id(h), key)) {
+          const h = here?.get(e.offset);
+          if (h !== undefined) {
             if (holds.isHeld(h, now, keepMs)) this.copyHeld(holds, h, key, e.data!, completeXfer);
             else expired.add(h);
           }
@@ -939,6 +941,48 @@ export class Repository implements RepositoryHandle {
       LOGGER,
     );
     log.debug("compaction completed.", LOGGER);
+  }
+
+  /**
+   * Which superseded PUT of `segment` each of its holds (`recorded`: offset -> hold) is: the
+   * entry at the recorded offset when it is a PUT of that id; else (a repair rewrote the
+   * segment, keeping its valid entries in order at new offsets) the next superseded PUT of that
+   * id not taken by another hold, in order. Returns offset -> hold.
+   */
+  private matchHolds(holds: HoldTable, recorded: Map<number, number>, segment: number): Map<number, number> {
+    const index = this.index!;
+    const out = new Map<number, number>();
+    const matched = new Set<number>();
+    const free: Array<{ offset: number; hex: string }> = [];
+    for (const e of this.segIO.iterObjects(segment, { readData: false })) {
+      if (e.tag !== TAG_PUT) continue;
+      const b = index.lookup(e.key!);
+      if (b >= 0 && index.segmentAt(b) === segment && index.offsetAt(b) === e.offset) continue;
+      const h = recorded.get(e.offset);
+      if (h !== undefined && bytesEqual(holds.id(h), e.key!)) {
+        out.set(e.offset, h);
+        matched.add(h);
+      } else {
+        free.push({ offset: e.offset, hex: toHex(e.key!) });
+      }
+    }
+    if (matched.size === recorded.size) return out;
+    const lost = new Map<string, number[]>();
+    for (const h of [...recorded.values()].filter((h) => !matched.has(h)).sort((a, b) => holds.offset[a]! - holds.offset[b]!)) {
+      const hex = toHex(holds.id(h));
+      const l = lost.get(hex);
+      if (l) l.push(h);
+      else lost.set(hex, [h]);
+    }
+    for (const f of free) {
+      const l = lost.get(f.hex);
+      if (!l || l.length === 0) continue;
+      const h = l.shift()!;
+      out.set(f.offset, h);
+      holds.offset[h] = f.offset;
+      this.holdsDirty = true;
+    }
+    return out;
   }
 
   /**

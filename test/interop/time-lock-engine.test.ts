@@ -180,4 +180,50 @@ with Repository(sys.argv[1], exclusive=True) as r:
     expect(readHolds(path, repo.getIndexTransactionId()).count).toBe(1);
     repo.close();
   });
+
+  test("holds survive a repair that rewrites their segment at new offsets", async () => {
+    const dir = tempDir();
+    const path = join(dir, "repo");
+    const rand = prng(9);
+    const data = new Map<number, Uint8Array>();
+    let repo = await Repository.open(path, { create: true, exclusive: true });
+    for (let i = 0; i < 100; i++) {
+      data.set(i, randomBytes(rand, 8192));
+      await repo.put(idOf(i), data.get(i)!);
+    }
+    await repo.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
+    await repo.len();
+    const b = repo.index!.lookup(idOf(0));
+    const [seg0, off0] = [repo.index!.segmentAt(b), repo.index!.offsetAt(b)];
+    for (let i = 0; i < 10; i++) await repo.delete(idOf(i));
+    await repo.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
+    repo.close();
+    repo = await Repository.open(path, { exclusive: true, keepDeleted: 3600 });
+    for (let i = 50; i < 60; i++) await repo.delete(idOf(i));
+    await repo.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
+    // damage the (dead) first entry: the repair drops it and every later entry moves up
+    const file = repo.io!.segmentFilename(seg0);
+    repo.close();
+    const bytes = new Uint8Array(await Bun.file(file).arrayBuffer());
+    bytes[off0 + 100] ^= 0xff;
+    await Bun.write(file, bytes);
+    repo = await Repository.open(path, { exclusive: true });
+    await repo.check({ repair: true, maxDuration: 0 });
+    repo.close();
+    repo = await Repository.open(path, { exclusive: true });
+    await repo.commit({ compact: true, threshold: 0, cleanupCommits: false });
+    const holds = readHolds(path, repo.getIndexTransactionId());
+    const chunks = [...Array(holds.count).keys()].filter((h) => holds.id(h)[31] === 0x5a);
+    expect(chunks.length).toBe(10);
+    for (const h of chunks) {
+      const id = holds.id(h);
+      const n = new DataView(id.buffer, id.byteOffset).getUint32(0) - 1;
+      expect(n).toBeGreaterThanOrEqual(50);
+      expect(n).toBeLessThan(60);
+      const back = repo.io!.read(holds.segment[h]!, holds.offset[h]!, id) as Uint8Array;
+      expect(await sha(back)).toBe(await sha(data.get(n)!));
+    }
+    repo.close();
+    expect(borgReplayedIds(path).size).toBe(80);
+  });
 });
