@@ -70,7 +70,7 @@ import {
 import { NSIndex } from "./hashindex.ts";
 import { type Hints, readHints, writeHintsFile, readIntegrityFile, writeIntegrityFile } from "./hints.ts";
 import { readIndexFile, writeIndexFile, type IntegrityParts } from "./integrity.ts";
-import { SegmentFull, SegmentStore, type SegmentEntry } from "./segments.ts";
+import { entryCrcOk, SegmentFull, SegmentStore, type SegmentEntry } from "./segments.ts";
 import { runCheck } from "./check.ts";
 import { HoldTable, HoldsFormatError, readHolds, removeOlderHolds, removeUncommittedHolds, writeHolds } from "./holds.ts";
 import { repositoryKeepDeleted } from "./settings.ts";
@@ -870,20 +870,24 @@ export class Repository implements RepositoryHandle {
         LOGGER,
       );
       const here = heldAt.has(segment) ? this.matchHolds(holds, heldAt.get(segment)!, segment) : null;
-      for (const e of io.iterObjects(segment, { includeData: true })) {
+      for (const e of io.iterObjects(segment, { includeData: true, verifyCrc: false })) {
         if (e.tag === TAG_COMMIT) continue;
         const key = e.key!;
+        const verify = () => {
+          if (!entryCrcOk(e.raw!)) throw new IntegrityError(`Segment entry checksum mismatch [segment ${segment}, offset ${e.offset}]`);
+        };
         const bucket = index.lookup(key);
         const inIndex = bucket >= 0;
         const isIndexObject = inIndex && index.segmentAt(bucket) === segment && index.offsetAt(bucket) === e.offset;
         if (e.tag === TAG_PUT && isIndexObject) {
+          verify();
           let newSegment: number, newOffset: number;
           try {
-            [newSegment, newOffset] = io.writePut(key, e.data!, true);
+            [newSegment, newOffset] = io.writeRawPut(e.raw!, true);
           } catch (err) {
             if (!(err instanceof SegmentFull)) throw err;
             completeXfer();
-            [newSegment, newOffset] = io.writePut(key, e.data!);
+            [newSegment, newOffset] = io.writeRawPut(e.raw!);
           }
           index.set(key, newSegment, newOffset);
           segments.set(newSegment, (segments.get(newSegment) ?? 0) + 1);
@@ -891,7 +895,10 @@ export class Repository implements RepositoryHandle {
         } else if (e.tag === TAG_PUT && !isIndexObject) {
           const h = here?.get(e.offset);
           if (h !== undefined) {
-            if (holds.isHeld(h, now, keepMs)) this.copyHeld(holds, h, key, e.data!, completeXfer);
+            if (holds.isHeld(h, now, keepMs)) {
+              verify();
+              this.copyHeld(holds, h, key, e.raw!, completeXfer);
+            }
             else expired.add(h);
           }
           // A superseded PUT: gone once this segment is deleted, so drop it from the shadow index
@@ -903,6 +910,7 @@ export class Repository implements RepositoryHandle {
           }
           this.storageQuotaUse -= e.data!.length + PUT_HEADER_SIZE;
         } else if (e.tag === TAG_DELETE && !inIndex) {
+          verify();
           const hex = toHex(key);
           const shadowed = this.shadowIndex.get(hex);
           const keyNotInShadowIndex = shadowed === undefined;
@@ -986,23 +994,23 @@ export class Repository implements RepositoryHandle {
   }
 
   /**
-   * Copy held entry `h` (id `key`, data `data`) into the current compaction segment so that it
+   * Copy held entry `h` (id `key`, the whole entry `raw`) into the current compaction segment so that it
    * survives its old segment. Replay must still end where it ends now, so the copy is followed
    * in the same segment (no commit between them) by a DELETE, or, when the id is live, by a copy
    * of the live entry; plain borg sees superseded entries there, which its compaction drops.
    */
-  private copyHeld(holds: HoldTable, h: number, key: Uint8Array, data: Uint8Array, completeXfer: () => void): void {
+  private copyHeld(holds: HoldTable, h: number, key: Uint8Array, raw: Uint8Array, completeXfer: () => void): void {
     const io = this.segIO;
     const index = this.index!;
     const segments = this.segments;
-    const size = data.length + PUT_HEADER_SIZE;
+    const size = raw.length;
     let seg: number, off: number;
     try {
-      [seg, off] = io.writePut(key, data, true, { plain: true });
+      [seg, off] = io.writeRawPut(raw, true, { plain: true });
     } catch (err) {
       if (!(err instanceof SegmentFull)) throw err;
       completeXfer();
-      [seg, off] = io.writePut(key, data, false, { plain: true });
+      [seg, off] = io.writeRawPut(raw, false, { plain: true });
     }
     this.storageQuotaUse += size;
     this.compact.set(seg, (this.compact.get(seg) ?? 0) + size);

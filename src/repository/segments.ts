@@ -48,6 +48,14 @@ export interface SegmentEntry {
   size: number;
   /** Payload after the key (PUT) or empty; only filled when data was requested. */
   data: Uint8Array | null;
+  /** The whole entry, header included (when data was read). */
+  raw: Uint8Array | null;
+}
+
+/** Does a whole entry (header included) carry a valid CRC32? */
+export function entryCrcOk(raw: Uint8Array): boolean {
+  const crc = (raw[0]! | (raw[1]! << 8) | (raw[2]! << 16) | (raw[3]! << 24)) >>> 0;
+  return (crc32(raw.subarray(4)) >>> 0) === crc;
 }
 
 export class SegmentFull extends Error {}
@@ -58,6 +66,8 @@ export interface WriteOptions {
 }
 
 const WRITE_BUFFER_SIZE = 1 << 20;
+/** Entries this big are written from the caller's buffer rather than copied into ours. */
+const DIRECT_WRITE_MIN = 64 * 1024;
 const READ_CHUNK = 8 << 20;
 const FD_CACHE_SIZE = 90;
 const FD_MAX_AGE_MS = 4 * 60 * 1000;
@@ -301,9 +311,11 @@ export class SegmentStore {
    */
   *iterObjects(
     segment: number,
-    opts: { offset?: number; readData?: boolean; includeData?: boolean } = {},
+    opts: { offset?: number; readData?: boolean; includeData?: boolean; verifyCrc?: boolean } = {},
   ): Generator<SegmentEntry> {
     const readData = opts.readData ?? true;
+    // Compaction verifies only what it copies (entryCrcOk); dropped entries need no check.
+    const verifyCrc = opts.verifyCrc ?? true;
     const includeData = opts.includeData ?? false;
     let offset = opts.offset ?? 0;
     if (segment === this.segment && this.writeFd !== null) this.flushWrites();
@@ -316,7 +328,7 @@ export class SegmentStore {
         if (!m || !bytesEqual(m, MAGIC)) throw new IntegrityError(`Invalid segment magic [segment ${segment}, offset 0]`);
         offset = MAGIC_LEN;
       }
-      const entry: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null };
+      const entry: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null, raw: null };
       while (offset < fileSize) {
         const where = `[segment ${segment}, offset ${offset}]`;
         const h = reader.view(offset, HEADER_SIZE);
@@ -338,7 +350,8 @@ export class SegmentStore {
               `Segment entry data short read ${where}: expected ${size - HEADER_SIZE}, got ${got} bytes`,
             );
           }
-          if ((crc32(whole.subarray(4)) >>> 0) !== crc) throw new IntegrityError(`Segment entry checksum mismatch ${where}`);
+          if (verifyCrc && (crc32(whole.subarray(4)) >>> 0) !== crc) throw new IntegrityError(`Segment entry checksum mismatch ${where}`);
+          entry.raw = whole;
           if (tag === TAG_PUT || tag === TAG_DELETE) {
             if (size < PUT_HEADER_SIZE) {
               throw new IntegrityError(`Segment entry key short read ${where}: expected 32, got ${size - HEADER_SIZE} bytes`);
@@ -347,6 +360,7 @@ export class SegmentStore {
             data = includeData ? whole.subarray(PUT_HEADER_SIZE) : null;
           }
         } else if (tag === TAG_PUT || tag === TAG_DELETE) {
+          entry.raw = null;
           const k = size >= PUT_HEADER_SIZE ? reader.view(offset + HEADER_SIZE, KEY_SIZE) : null;
           if (!k) throw new IntegrityError(`Segment entry key short read ${where}: expected 32, got less`);
           key = k;
@@ -511,6 +525,24 @@ export class SegmentStore {
     this.append(header);
     this.append(data);
     this.offset += size;
+    return [this.segment, offset];
+  }
+
+  /**
+   * Append a PUT entry as it is (header and CRC included), as compaction copies one: no CRC to
+   * compute, and big entries go to the file straight from the caller's buffer.
+   */
+  writeRawPut(raw: Uint8Array, raiseFull = false, opts: WriteOptions = {}): [segment: number, offset: number] {
+    const id = raw.subarray(HEADER_SIZE, PUT_HEADER_SIZE);
+    this.getWriteFd({ wantNew: !opts.plain && isManifestId(id), raiseFull, noNew: opts.sameSegment });
+    const offset = this.offset;
+    if (raw.length >= DIRECT_WRITE_MIN) {
+      this.flushWrites();
+      writeAll(this.writeFd!, raw);
+    } else {
+      this.append(raw);
+    }
+    this.offset += raw.length;
     return [this.segment, offset];
   }
 
