@@ -72,7 +72,7 @@ import { type Hints, readHints, writeHintsFile, readIntegrityFile, writeIntegrit
 import { readIndexFile, writeIndexFile, type IntegrityParts } from "./integrity.ts";
 import { entryCrcOk, SegmentFull, SegmentStore, type SegmentEntry } from "./segments.ts";
 import { runCheck } from "./check.ts";
-import { HoldTable, HoldsFormatError, readHolds, removeOlderHolds, removeUncommittedHolds, writeHolds } from "./holds.ts";
+import { BURG_DIR, HoldTable, HoldsFormatError, holdsFileIds, readHolds, removeOlderHolds, removeUncommittedHolds, writeHolds } from "./holds.ts";
 import { repositoryKeepDeleted } from "./settings.ts";
 
 export interface RepositoryOptions {
@@ -695,7 +695,12 @@ export class Repository implements RepositoryHandle {
     this.rollback();
   }
 
-  /** The committed holds (read once per transaction). A damaged holds file stops the commit: nothing held may be lost. */
+  /**
+   * The committed holds (read once per transaction). A damaged holds file cannot say what is
+   * held: it is renamed to holds.N.damaged, the sessions go on with a fresh table (so backups and
+   * new time-locked deletes keep working), and compaction stops while a damaged file is there,
+   * so that nothing it may have held is dropped (see compactionBlockedBy).
+   */
   loadHolds(): HoldTable {
     if (this.holds) return this.holds;
     const committed = this.segIO.segmentsTransactionId();
@@ -703,11 +708,28 @@ export class Repository implements RepositoryHandle {
       this.holds = readHolds(this.path, committed);
     } catch (e) {
       if (!(e instanceof HoldsFormatError)) throw e;
-      throw new IntegrityError(
-        `${this.path}/burg/holds.* is damaged (${e.message}); compaction and time-locked deletes are stopped so that no held data is lost (move the file away to give up what it holds)`,
+      const n = holdsFileIds(this.path).filter((i) => committed !== null && i <= committed).at(-1)!;
+      const file = join(this.path, BURG_DIR, `holds.${n}`);
+      renameSync(file, `${file}.damaged`);
+      log.error(
+        `${file} is damaged (${e.message}); renamed to holds.${n}.damaged. Compaction is stopped until it is removed (removing it gives up what it held); new deletes are held as before.`,
+        LOGGER,
       );
+      this.holds = new HoldTable(null);
+      this.holdsDirty = true;
     }
     return this.holds;
+  }
+
+  /** A damaged holds file that stops compaction, or null. */
+  private compactionBlockedBy(): string | null {
+    try {
+      const name = readdirSync(join(this.path, BURG_DIR)).find((n) => /^holds\.\d+\.damaged$/.test(n));
+      return name ? join(this.path, BURG_DIR, name) : null;
+    } catch (e) {
+      if (isErrno(e, "ENOENT")) return null;
+      throw e;
+    }
   }
 
   /** Give up the holds for which `release(i)` is true (at the next commit; burg undelete after restoring them). */
@@ -800,6 +822,11 @@ export class Repository implements RepositoryHandle {
     const index = this.index!;
     // The time lock: held entries are copied forward like live ones, and are not freeable.
     const holds = this.loadHolds();
+    const blocked = this.compactionBlockedBy();
+    if (blocked !== null) {
+      log.warning(`compaction skipped: ${blocked} may hold deleted data that must not be dropped (remove it to allow compaction)`, LOGGER);
+      return;
+    }
     const keepMs = this.keepDeletedMs;
     if (holds.filter((i) => io.segmentExists(holds.segment[i]!)) > 0) this.holdsDirty = true;
     const heldBytes = holds.heldBytesBySegment(now, keepMs);

@@ -226,4 +226,40 @@ with Repository(sys.argv[1], exclusive=True) as r:
     repo.close();
     expect(borgReplayedIds(path).size).toBe(80);
   });
+
+  test("a damaged holds file: backups go on, compaction stops until the operator removes it, nothing is lost", async () => {
+    const dir = tempDir();
+    const path = join(dir, "repo");
+    const rand = prng(3);
+    let repo = await Repository.open(path, { create: true, exclusive: true });
+    for (let i = 0; i < 20; i++) await repo.put(idOf(i), randomBytes(rand, 4096));
+    await repo.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
+    repo.close();
+    repo = await Repository.open(path, { exclusive: true, keepDeleted: 3600 });
+    for (let i = 0; i < 10; i++) await repo.delete(idOf(i));
+    await repo.commit({ compact: true, threshold: 0.1, cleanupCommits: false });
+    repo.close();
+    const name = readdirSync(join(path, "burg")).find((n) => n.startsWith("holds."))!;
+    const file = join(path, "burg", name);
+    const bytes = new Uint8Array(await Bun.file(file).arrayBuffer());
+    bytes[30] ^= 0xff;
+    await Bun.write(file, bytes);
+    const before = repoBytes(path);
+    repo = await Repository.open(path, { exclusive: true, keepDeleted: 3600 });
+    await repo.delete(idOf(10)); // a time-locked delete still works
+    await repo.put(idOf(11), new TextEncoder().encode("new data"));
+    await repo.commit({ compact: true, threshold: 0, cleanupCommits: false });
+    const txid = repo.getIndexTransactionId();
+    repo.close();
+    expect(readdirSync(join(path, "burg"))).toContain(`${name}.damaged`);
+    expect(readHolds(path, txid).count).toBe(2); // the delete and the overwrite
+    expect(repoBytes(path)).toBeGreaterThanOrEqual(before); // nothing compacted away
+    expect(borgReplayedIds(path).size).toBe(9);
+    // the operator gives up the damaged records: compaction runs again
+    rmSync(`${file}.damaged`);
+    repo = await Repository.open(path, { exclusive: true });
+    await repo.commit({ compact: true, threshold: 0, cleanupCommits: false });
+    repo.close();
+    expect(repoBytes(path)).toBeLessThan(before);
+  });
 });
