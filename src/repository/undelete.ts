@@ -24,7 +24,7 @@
 import { IntegrityError } from "../errors.ts";
 import { bytesEqual, toHex } from "../util/hex.ts";
 import { log } from "../util/log.ts";
-import { HOLD_BY_UNDELETE } from "./holds.ts";
+import { HOLD_BY_UNDELETE, HoldTable, HoldsFormatError, readHolds } from "./holds.ts";
 import type { Repository } from "./repository.ts";
 
 const MANIFEST_ID = new Uint8Array(32);
@@ -51,8 +51,16 @@ export interface UndeleteReport {
 }
 
 export async function undelete(repo: Repository, since: number, opts: { dryRun: boolean }): Promise<UndeleteReport> {
-  await repo.getTransactionId();
-  const holds = repo.loadHolds();
+  const txid = await repo.getTransactionId();
+  // Read-only first: a damaged holds file is an error here, never set aside as a commit does.
+  let holds: HoldTable;
+  try {
+    holds = readHolds(repo.path, txid);
+  } catch (e) {
+    if (!(e instanceof HoldsFormatError)) throw e;
+    throw new IntegrityError(`${repo.path}/burg/holds.* is damaged (${e.message}): burg undelete cannot tell what is held`);
+  }
+  if (!opts.dryRun) holds = repo.loadHolds(); // the table the commit writes back
   const io = repo.io!;
   const report: UndeleteReport = {
     since,
