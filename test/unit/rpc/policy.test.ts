@@ -218,8 +218,13 @@ describe("serve options", () => {
       restrictToRepositories: [],
       appendOnly: true,
       storageQuota: null,
+      keepDeleted: null,
       permissions: "all",
     });
+    // the time lock: a duration, in seconds
+    expect(serveSettings(parseServeArgv(["serve", "--keep-deleted", "1d12h"]), {}).policy.keepDeleted).toBe(129600);
+    expect(serveSettings(parseServeArgv(["serve", "--keep-deleted=3600"]), {}).policy.keepDeleted).toBe(3600);
+    expect(() => serveSettings(parseServeArgv(["serve", "--keep-deleted", "soon"]), {})).toThrow("argument --keep-deleted: invalid duration");
   });
 
   test("umask, storage quota and lock wait are validated like borg's argparse types", () => {

@@ -90,8 +90,8 @@ describe("negotiate and open", () => {
     s.stream.end();
     await s.done;
     expect(s.store.opens.map((o) => o.opts)).toEqual([
-      { create: false, exclusive: true, lockWait: 7, lock: false, appendOnly: true, storageQuota: 5e9, makeParentDirs: false },
-      { create: true, exclusive: null, lockWait: null, lock: true, appendOnly: false, storageQuota: 5e9, makeParentDirs: false },
+      { create: false, exclusive: true, lockWait: 7, lock: false, appendOnly: true, storageQuota: 5e9, keepDeleted: null, makeParentDirs: false },
+      { create: true, exclusive: null, lockWait: null, lock: true, appendOnly: false, storageQuota: 5e9, keepDeleted: null, makeParentDirs: false },
     ]);
     // the second open closed the first repository instead of leaking its lock
     expect(s.store.handles[0]!.closed).toBe(true);
