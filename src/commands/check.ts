@@ -131,7 +131,8 @@ function summaryLine(r: CheckReport): string {
   );
 }
 
-function parseSeconds(name: string, v: unknown, fallback: number): number {
+/** A seconds option (--lock-wait, --max-duration): a non-negative number, or `fallback` when absent. */
+export function parseSeconds(name: string, v: unknown, fallback: number): number {
   if (v === undefined || v === null || v === true) return fallback;
   const text = String(Array.isArray(v) ? v[v.length - 1] : v).trim();
   if (!/^\d+(\.\d+)?$/.test(text)) throw new UsageError(`argument --${name}: invalid value: '${text}' (seconds expected)`);

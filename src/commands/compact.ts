@@ -13,6 +13,7 @@ import { parseDuration } from "../util/duration.ts";
 import { log } from "../util/log.ts";
 import { ProgressDisplay } from "../util/progress.ts";
 import { formatFileSize } from "../util/size.ts";
+import { parseSeconds } from "./check.ts";
 import { rawOptions } from "./serve-options.ts";
 
 export interface CompactOptions {
@@ -150,8 +151,6 @@ export function register(cli: CAC): void {
         keepDeleted = parseDuration(kd);
         if (keepDeleted === null) throw new UsageError(`argument --keep-deleted: invalid duration: '${kd}' (e.g. 30d, 12h)`);
       }
-      const lw = raw.get("--lock-wait") ?? "1";
-      if (!/^\d+(\.\d+)?$/.test(lw)) throw new UsageError(`argument --lock-wait: invalid value: '${lw}'`);
       const verbose = Boolean(opts.verbose || opts.info);
       if (verbose) log.setLevel("INFO");
       return runCompact(
@@ -160,7 +159,7 @@ export function register(cli: CAC): void {
           keepDeleted,
           threshold: parseThreshold(raw.get("--threshold")),
           cleanupCommits: Boolean(opts.cleanupCommits),
-          lockWait: Number(lw),
+          lockWait: parseSeconds("lock-wait", raw.get("--lock-wait"), 1),
           json: Boolean(opts.json),
           progress: Boolean(opts.progress),
           verbose,

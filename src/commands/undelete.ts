@@ -15,6 +15,7 @@ import { undelete, type UndeleteReport } from "../repository/undelete.ts";
 import { parseTime } from "../util/duration.ts";
 import { log } from "../util/log.ts";
 import { formatFileSize } from "../util/size.ts";
+import { parseSeconds } from "./check.ts";
 import { rawOptions } from "./serve-options.ts";
 
 export interface UndeleteOptions {
@@ -147,10 +148,8 @@ export function register(cli: CAC): void {
       const raw = rawOptions(this.rawArgs, ["--since", "--lock-wait"]);
       const since = raw.get("--since");
       if (since === undefined) throw new UsageError("undelete: --since TIME is required");
-      const lw = raw.get("--lock-wait") ?? "1";
-      if (!/^\d+(\.\d+)?$/.test(lw)) throw new UsageError(`argument --lock-wait: invalid value: '${lw}'`);
       return runUndelete(
-        { repository: String(repository), since, dryRun: this.rawArgs.includes("--dry-run"), json: this.rawArgs.includes("--json"), lockWait: Number(lw) },
+        { repository: String(repository), since, dryRun: this.rawArgs.includes("--dry-run"), json: this.rawArgs.includes("--json"), lockWait: parseSeconds("lock-wait", raw.get("--lock-wait"), 1) },
         { cwd: process.cwd(), stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) },
       );
     });

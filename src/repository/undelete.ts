@@ -24,11 +24,10 @@
 import { IntegrityError } from "../errors.ts";
 import { bytesEqual, toHex } from "../util/hex.ts";
 import { log } from "../util/log.ts";
+import { MANIFEST_ID, PUT_HEADER_SIZE } from "./format.ts";
 import { HOLD_BY_UNDELETE, HoldTable, HoldsFormatError, readHolds } from "./holds.ts";
 import type { Repository } from "./repository.ts";
 
-const MANIFEST_ID = new Uint8Array(32);
-const PUT_HEADER = 41;
 /** What undelete itself replaces or removes is held at least this long (ms). */
 export const UNDELETE_HOLD_MS = 7 * 86400 * 1000;
 
@@ -115,7 +114,7 @@ export async function undelete(repo: Repository, since: number, opts: { dryRun: 
     } catch (e) {
       if (!(e instanceof IntegrityError) && (e as NodeJS.ErrnoException)?.code !== "ENOENT") throw e;
       report.lost++;
-      report.lostBytes += holds.size[h]! - PUT_HEADER;
+      report.lostBytes += holds.size[h]! - PUT_HEADER_SIZE;
       continue;
     }
     if (await repo.contains(id)) {
