@@ -19,30 +19,47 @@ import type { LockRecord, ProcessId } from "./format.ts";
 /** Linux USER_HZ, the unit of /proc/PID/stat start times: 100 on every architecture Bun runs on. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
-/** kill(pid, 0): ESRCH means gone; any other error (EPERM) means someone else's live process. */
+/**
+ * kill(pid, 0): ESRCH means gone; any other error (EPERM) means someone else's live process.
+ * A zombie (exited, not yet reaped: its parent went away and PID 1 of a container or VM may
+ * never reap it) still answers kill(pid, 0), but it holds nothing and will never run again.
+ */
 export function pidExists(pid: number): boolean {
   // kill() with pid <= 0 addresses process groups; such a "holder" is never ours to judge.
   if (!Number.isSafeInteger(pid) || pid <= 0) return true;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code !== "ESRCH";
   }
+  return !hasExited(pid);
 }
 
-/** Field 22 of /proc/PID/stat: start time in clock ticks after boot; null when unreadable. */
-export function processStartTicks(pid: number): string | null {
+/** Fields 3 on of /proc/PID/stat (after the command name, which may itself contain ") "). */
+function statFields(pid: number): string[] | null {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, "latin1");
   } catch {
     return null;
   }
-  // The command name (field 2) is in parentheses and may itself contain ") ".
   const close = text.lastIndexOf(")");
-  if (close < 0) return null;
-  const fields = text.slice(close + 2).split(" ");
+  return close < 0 ? null : text.slice(close + 2).split(" ");
+}
+
+/** Whether /proc says the process has exited: state Z (zombie) or X (dead). False when unreadable. */
+export function hasExited(pid: number): boolean {
+  const state = statFields(pid)?.[0];
+  return state === "Z" || state === "X";
+}
+
+/**
+ * Field 22 of /proc/PID/stat: start time in clock ticks after boot; null when unreadable or
+ * when the process has exited (a zombie keeps its start time but is no longer running).
+ */
+export function processStartTicks(pid: number): string | null {
+  const fields = statFields(pid);
+  if (fields === null || fields[0] === "Z" || fields[0] === "X") return null;
   const start = fields[22 - 3];
   return start !== undefined && /^[0-9]+$/.test(start) ? start : null;
 }
@@ -136,7 +153,7 @@ export function judgeHolder([host, pid, thread]: ProcessId, record: LockRecord |
   }
   if (thread !== 0) return { state: "alive", reason: "thread id is not 0, which borg never treats as stale" };
   if (!Number.isSafeInteger(pid) || pid <= 0) return { state: "alive", reason: "not a process id this host can check" };
-  if (!pidExists(pid)) return { state: "dead", reason: "no such process" };
+  if (!pidExists(pid)) return { state: "dead", reason: hasExited(pid) ? "the process has exited (a zombie not yet reaped)" : "no such process" };
   if (record === null) return { state: "alive", reason: "process is running" };
 
   let refuted: string | null = null;

@@ -106,3 +106,31 @@ export function writeExecutable(path: string, content: string): string {
   chmodSync(path, 0o755);
   return path;
 }
+
+/**
+ * Wait until each process is gone from /proc, not only exited: a process whose parent did not
+ * wait for it stays a zombie until PID 1 reaps it (on some VMs a second or two later), and
+ * plain borg's kill(pid, 0) takes a zombie's lock for a live one. sshd reaps its children, so
+ * this is the test harness's gap, not a user's.
+ */
+export async function waitReaped(pids: readonly number[], what: string, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  for (const pid of pids) {
+    while (existsSync(`/proc/${pid}`)) {
+      if (Date.now() > end) throw new Error(`${what}: process ${pid} was never reaped`);
+      await Bun.sleep(20);
+    }
+  }
+}
+
+/** SIGKILL every process whose command line matches `pattern` (pgrep -f), then wait until they are reaped. */
+export async function killAndReap(pattern: string): Promise<number[]> {
+  const pids = run(["pgrep", "-f", pattern]).stdout.split("\n").filter(Boolean).map(Number);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {}
+  }
+  await waitReaped(pids, `killed ${pattern}`);
+  return pids;
+}

@@ -51,6 +51,34 @@ describe("process facts", () => {
     expect(pidExists(-1)).toBe(true);
   });
 
+  test("a zombie (exited, never reaped) is not alive: no running process, no start time, a dead holder", async () => {
+    // sh starts a short sleep in the background and becomes a long sleep, which never waits:
+    // the short one stays a zombie while its parent lives, as an orphan does under a PID 1
+    // that does not reap.
+    const parent = Bun.spawn(["sh", "-c", "sleep 0.05 & echo $!; exec sleep 30"], { stdout: "pipe" });
+    try {
+      const reader = parent.stdout.getReader();
+      const { value } = await reader.read();
+      const pid = Number(new TextDecoder().decode(value).trim());
+      let state = "";
+      for (let i = 0; i < 300 && state !== "Z"; i++) {
+        await Bun.sleep(10);
+        state = readFileSync(`/proc/${pid}/stat`, "latin1").split(") ")[1]!.split(" ")[0]!;
+      }
+      expect(state).toBe("Z");
+      expect(() => process.kill(pid, 0)).not.toThrow(); // what borg's rule looks at
+      expect(pidExists(pid)).toBe(false);
+      expect(processStartTicks(pid)).toBeNull();
+      const verdict = judgeHolder([HOST, pid, 0], record([HOST, pid, 0], { start_ticks: statField22(pid), boot_id: bootId() }), HOST);
+      expect(verdict.state).toBe("dead");
+      expect(verdict.reason).toContain("zombie");
+      expect(judgeHolder([HOST, pid, 0], null, HOST).state).toBe("dead");
+    } finally {
+      parent.kill("SIGKILL");
+      await parent.exited;
+    }
+  });
+
   test("start ticks come from field 22 of /proc/PID/stat and fit the clock", () => {
     const ticks = processStartTicks(process.pid);
     expect(ticks).toMatch(/^\d+$/);
