@@ -63,6 +63,11 @@ function reportText(path: string, r: UndeleteReport, sessions: SessionRecord[]):
       `The manifest changed since then and ${r.dryRun ? "would be" : "was"} removed: on the client, run \`borg check --repair ${path}\`` +
         " (borg's client, with the key) to rebuild the archive list from every archive in the repository.",
     );
+  } else if (r.manifestMissing) {
+    lines.push(
+      `The repository has no manifest (an earlier undelete removed it, or it was lost): on the client, run \`borg check --repair ${path}\`` +
+        " (borg's client, with the key) to rebuild the archive list from every archive in the repository.",
+    );
   }
   return lines.join("\n") + "\n";
 }
@@ -107,7 +112,8 @@ export async function runUndelete(options: UndeleteOptions, io: UndeleteIO): Pro
           lost_objects: report.lost,
           lost_bytes: report.lostBytes,
           manifest_removed: report.manifestRemoved,
-          next_step: report.manifestRemoved ? `borg check --repair ${path}` : null,
+          manifest_missing: report.manifestMissing,
+          next_step: report.manifestMissing ? `borg check --repair ${path}` : null,
           sessions: sessions.map((s) => ({ session: s.session, start: s.start, end: s.end, command: s.command, who: s.who, deleted: s.deleted, overwritten: s.overwritten })),
         },
         null,

@@ -44,6 +44,11 @@ export interface UndeleteReport {
   lostBytes: number;
   /** The manifest changed since `since` and is (or would be) removed. */
   manifestRemoved: boolean;
+  /**
+   * After this undelete (or the one a dry run describes) the repository has no manifest: removed
+   * now, or earlier (an undelete killed after its commit, a repair not yet run).
+   */
+  manifestMissing: boolean;
   /** Holds from deletes and overwrites since `since` (several per object when it changed often). */
   holds: number;
   dryRun: boolean;
@@ -69,6 +74,7 @@ export async function undelete(repo: Repository, since: number, opts: { dryRun: 
     lost: 0,
     lostBytes: 0,
     manifestRemoved: false,
+    manifestMissing: false,
     holds: 0,
     dryRun: opts.dryRun,
   };
@@ -94,7 +100,9 @@ export async function undelete(repo: Repository, since: number, opts: { dryRun: 
   }
   // A manifest whose last change was an undelete's removal was rebuilt since: leave it.
   const rebuiltSince = lastManifestHold >= 0 && (holds.flags[lastManifestHold]! & HOLD_BY_UNDELETE) !== 0;
-  report.manifestRemoved = manifestChanged && !rebuiltSince && (await repo.contains(MANIFEST_ID));
+  const hasManifest = await repo.contains(MANIFEST_ID);
+  report.manifestRemoved = manifestChanged && !rebuiltSince && hasManifest;
+  report.manifestMissing = report.manifestRemoved || !hasManifest;
 
   if (!opts.dryRun) {
     repo.keepDeletedMs = Math.max(repo.keepDeletedMs, UNDELETE_HOLD_MS);
