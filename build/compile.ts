@@ -1,6 +1,8 @@
 // Builds dist/burg: one self-contained executable (bun build --compile, minified) that needs
 // nothing but libc. With --release it also cross-builds linux-x64, linux-x64-baseline and
-// linux-arm64 into dist/release/ with a SHA256SUMS file.
+// linux-arm64 into dist/release/, the Debian packages for amd64 and arm64 (build/deb.ts), and a
+// SHA256SUMS file listing them all. Every build also writes the man pages and the bash
+// completion (build/docs.ts).
 //
 // Cross-compiling needs the target's Bun runtime. We take it from the npm registry (the
 // @oven/bun-<target> packages the `bun` package itself is built from) with `npm pack`, so no
@@ -10,6 +12,8 @@ import { $ } from "bun";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, chmodSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { buildDeb } from "./deb.ts";
+import { writeDocs } from "./docs.ts";
 
 const root = resolve(import.meta.dir, "..");
 const dist = join(root, "dist");
@@ -69,6 +73,14 @@ async function release(): Promise<void> {
     sums.push(`${digest}  ${name}`);
     console.log(`built dist/release/${name}`);
   }
+  // Debian packages: amd64 from the baseline build (runs on x86-64 CPUs without AVX2, which
+  // backup servers often are), arm64 from the arm64 build.
+  for (const [arch, name] of [["amd64", "burg-linux-x64-baseline"], ["arm64", "burg-linux-arm64"]] as const) {
+    const deb = buildDeb(join(out, name), arch, out);
+    const file = deb.slice(out.length + 1);
+    sums.push(`${createHash("sha256").update(readFileSync(deb)).digest("hex")}  ${file}`);
+    console.log(`built dist/release/${file}`);
+  }
   writeFileSync(join(out, "SHA256SUMS"), sums.join("\n") + "\n");
   console.log("wrote dist/release/SHA256SUMS");
 }
@@ -76,4 +88,6 @@ async function release(): Promise<void> {
 mkdirSync(dist, { recursive: true });
 await compile(join(dist, "burg"));
 console.log("built dist/burg");
+writeDocs(root, dist);
+console.log("wrote dist/man/*.1 and dist/completion/burg");
 if (process.argv.includes("--release")) await release();

@@ -5,7 +5,7 @@
 # with the one command to run.
 #
 #   prereqs.sh        what the demo needs
-#   prereqs.sh test   also borgmatic, and borg 1.4 from the release's backports suite, unpacked beside the
+#   prereqs.sh test   also borgmatic, man-db, lintian, systemd-analyze, and borg 1.4 from the release's backports suite, unpacked beside the
 #                     system's borg without replacing it (BURG_BORG14_DIR, default
 #                     /opt/burg-test/borg-1.4; run as $BURG_BORG14_DIR/borg), for the tests that
 #                     drive both client versions
@@ -29,7 +29,13 @@ has openssh-client ssh
 has socat socat
 has sudo sudo
 has time /usr/bin/time
-if [ "$mode" = test ]; then has borgmatic borgmatic; fi
+if [ "$mode" = test ]; then
+  has borgmatic borgmatic
+  # the package tests: man pages rendered by man, lintian, the units checked by systemd-analyze
+  has man-db man
+  has lintian lintian
+  has systemd systemd-analyze
+fi
 want14=no
 if [ "$mode" = test ] && ! [ -x "$borg14_dir/borg" ]; then want14=yes; fi
 

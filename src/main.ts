@@ -3,24 +3,13 @@
 //
 // Exit codes follow borg: 0 success, 1 warning, 2 error (EXIT_* in errors.ts).
 
-import { cac } from "cac";
 import { BurgError, EXIT_ERROR, EXIT_SUCCESS } from "./errors.ts";
 import { COMMIT, VERSION } from "./version.ts";
 import { log } from "./util/log.ts";
-import { COMMANDS } from "./commands/index.ts";
+import { buildCli } from "./cli.ts";
 
 export async function main(argv: string[]): Promise<number> {
-  const cli = cac("burg");
-  for (const command of COMMANDS) command.register(cli);
-  cli.help((sections) => {
-    sections.splice(0, 1, {
-      body:
-        `burg ${VERSION} (${COMMIT}) - the server side of BorgBackup 1.x\n\n` +
-        "burg talks to unmodified borg 1.2/1.4 clients exactly like `borg serve` and keeps a plain\n" +
-        "borg 1.x repository on disk: plain `borg` can open it at any time.",
-    });
-    return sections;
-  });
+  const cli = buildCli();
 
   if (argv[0] === "--version" || argv[0] === "-V") {
     process.stdout.write(`burg ${VERSION} (commit ${COMMIT})\n`);
