@@ -70,6 +70,27 @@ export const StorageQuotaExceeded = defineError(
   "StorageQuotaExceeded",
   "The storage quota ({}) has been exceeded ({}). Try deleting some archives.",
 );
+/**
+ * burg's own: a write of the transaction ran out of space (ENOSPC, or EDQUOT for a user's disk
+ * quota). borg's serve passes the bare OSError on; this says what the server did about it.
+ */
+export class DiskFull extends BurgError {
+  constructor(
+    path: string,
+    during: string,
+    reason: string,
+    opts: { cause?: unknown; outcome?: string } = {},
+  ) {
+    const outcome =
+      opts.outcome ?? "the transaction was rolled back and what it had written removed, so the repository is at its last commit";
+    super(
+      "DiskFull",
+      `${reason} in repository ${path} (during ${during}): ${outcome}. Free some space and run the command again.`,
+      [path, during, reason],
+      opts,
+    );
+  }
+}
 export const PathNotAllowed = defineError("PathNotAllowed", "Repository path not allowed: {}");
 export const InvalidRPCMethod = defineError("InvalidRPCMethod", "RPC method {} is not valid");
 export const UnexpectedRPCDataFormatFromClient = defineError(

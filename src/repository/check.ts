@@ -18,7 +18,9 @@
 // warnings: borg's verdict for them is "ok" (the files are caches it rebuilds), so burg's is
 // too. Every finding names its segment and offset or its file.
 
-import { EXIT_SUCCESS, EXIT_WARNING, IntegrityError, ValueError } from "../errors.ts";
+import { DiskFull, EXIT_SUCCESS, EXIT_WARNING, IntegrityError, ValueError } from "../errors.ts";
+import { isErrno } from "../util/fs.ts";
+import { isNoSpace } from "./reserve.ts";
 import { log } from "../util/log.ts";
 import { toHex } from "../util/hex.ts";
 import { PercentSteps } from "../util/progress.ts";
@@ -303,7 +305,25 @@ function formatPos(v: [number, number] | undefined): string {
 }
 
 /** Check (and with opts.repair, repair) an open repository; it must hold the exclusive lock. */
+/**
+ * Check (and repair) the repository. Running out of space is DiskFull: a repair writes each
+ * recovered segment to a temporary file first, so what it could not finish is left as it was.
+ */
 export async function checkRepository(repo: Repository, opts: CheckOptions): Promise<CheckReport> {
+  try {
+    return await checkAndRepair(repo, opts);
+  } catch (e) {
+    if (!isNoSpace(e)) throw e;
+    repo.rollback();
+    const reason = isErrno(e, "EDQUOT") ? "Disk quota exceeded" : "No space left on device";
+    throw new DiskFull(repo.path, opts.repair ? "check --repair" : "check", reason, {
+      cause: e,
+      outcome: "the check stopped there; a segment being recovered is left as it was, and what was repaired before stays repaired",
+    });
+  }
+}
+
+async function checkAndRepair(repo: Repository, opts: CheckOptions): Promise<CheckReport> {
   if (repo.appendOnly && opts.repair) throw new ValueError(`${repo.path} is in append-only mode`);
   if (opts.repair && opts.maxDuration > 0) throw new ValueError("--repair does not allow --max-duration argument.");
   const io = repo.io!;

@@ -37,7 +37,9 @@ import {
   InvalidRepository,
   InvalidRepositoryConfig,
   ConcurrentWriteConflict,
+  DiskFull,
   LockBreakRefused,
+  LockFailed,
   NonceRegression,
   ObjectNotFound,
   ParentPathDoesNotExist,
@@ -74,6 +76,7 @@ import { entryCrcOk, SegmentFull, SegmentStore, type SegmentEntry } from "./segm
 import { runCheck } from "./check.ts";
 import { BURG_DIR, HoldTable, HoldsFormatError, holdsFileIds, readHolds, removeOlderHolds, removeUncommittedHolds, writeHolds } from "./holds.ts";
 import { repositoryKeepDeleted } from "./settings.ts";
+import { ensureReserve, isNoSpace, releaseReserve } from "./reserve.ts";
 
 export interface RepositoryOptions {
   create?: boolean;
@@ -116,6 +119,12 @@ export class Repository implements RepositoryHandle {
   storageQuota: number | null;
   storageQuotaUse = 0;
   transactionDoomed: BurgError | null = null;
+  /**
+   * Set when a write ran out of space: the transaction was rolled back at once (its segments
+   * removed, to free the space), and the client's further puts and deletes, which borg sends
+   * without waiting for replies, are refused without writing until it rolls back or commits.
+   */
+  private outOfSpace: DiskFull | null = null;
   created = false;
   checkSegmentMagic: boolean;
   makeParentDirs: boolean;
@@ -218,6 +227,7 @@ export class Repository implements RepositoryHandle {
     config.set("repository", "additional_free_space", "0");
     config.set("repository", "id", toHex(crypto.getRandomValues(new Uint8Array(32))));
     saveConfig(path, config);
+    ensureReserve(path);
   }
 
   async openPath(path: string, exclusive: boolean, lockWait: number | null, lock: boolean): Promise<void> {
@@ -231,7 +241,7 @@ export class Repository implements RepositoryHandle {
     }
     if (!st.isDirectory()) throw new InvalidRepository(path);
     if (lock) {
-      this.lock = await new RepositoryLock(path, { exclusive, timeout: lockWait }).acquire();
+      this.lock = await this.acquireLock(path, exclusive, lockWait);
     } else {
       this.lock = null;
     }
@@ -276,7 +286,22 @@ export class Repository implements RepositoryHandle {
     }
   }
 
+  /**
+   * Take the lock; on a file system too full to write it, give up the space reserve (burg/reserve)
+   * and try once more, so that the session can at least roll back what a failed backup left.
+   */
+  private async acquireLock(path: string, exclusive: boolean, lockWait: number | null): Promise<RepositoryLock> {
+    try {
+      return await new RepositoryLock(path, { exclusive, timeout: lockWait }).acquire();
+    } catch (e) {
+      if (!(e instanceof LockFailed && isNoSpace(e.cause)) || !releaseReserve(path)) throw e;
+      log.warning(`No space left on device for the lock of ${path}: using the space reserve (burg/reserve) to take it`, LOGGER);
+      return await new RepositoryLock(path, { exclusive, timeout: lockWait }).acquire();
+    }
+  }
+
   close(): void {
+    const opened = this.io !== null;
     this.settleCounts(null); // an open transaction is discarded
     if (this.io) {
       if (this.activeTxn) this.io.abandonSegment();
@@ -286,6 +311,9 @@ export class Repository implements RepositoryHandle {
     this.index = null;
     this.activeTxn = false;
     if (this.lock) {
+      // A writer leaves the space reserve in place for the next one (after a failure for want
+      // of space it is written again once there is room).
+      if (opened && this.lock.isExclusive() && !this.created) ensureReserve(this.path);
       this.lock.release();
       this.lock = null;
     }
@@ -570,15 +598,25 @@ export class Repository implements RepositoryHandle {
     const hintsName = `hints.${transactionId}`;
     const indexName = `index.${transactionId}`;
     const integrityName = `integrity.${transactionId}`;
-    const hintsIntegrity = writeHintsFile(join(this.path, hintsName + ".tmp"), hintsName, {
-      version: 2,
-      segments: this.segments,
-      compact: this.compact,
-      storageQuotaUse: this.storageQuotaUse,
-      shadowIndex: this.shadowIndex,
-    });
-    const indexIntegrity = writeIndexFile(join(this.path, indexName + ".tmp"), indexName, this.index!);
-    writeIntegrityFile(join(this.path, integrityName + ".tmp"), { hints: hintsIntegrity, index: indexIntegrity });
+    try {
+      const hintsIntegrity = writeHintsFile(join(this.path, hintsName + ".tmp"), hintsName, {
+        version: 2,
+        segments: this.segments,
+        compact: this.compact,
+        storageQuotaUse: this.storageQuotaUse,
+        shadowIndex: this.shadowIndex,
+      });
+      const indexIntegrity = writeIndexFile(join(this.path, indexName + ".tmp"), indexName, this.index!);
+      writeIntegrityFile(join(this.path, integrityName + ".tmp"), { hints: hintsIntegrity, index: indexIntegrity });
+    } catch (e) {
+      // Half-written temporary files would only take space; the files of the last commit stay.
+      for (const name of [hintsName, indexName, integrityName]) {
+        try {
+          unlinkSync(join(this.path, name + ".tmp"));
+        } catch {}
+      }
+      throw e;
+    }
     renameSync(join(this.path, integrityName + ".tmp"), join(this.path, integrityName));
     syncDir(this.path);
     renameSync(join(this.path, hintsName + ".tmp"), join(this.path, hintsName));
@@ -600,10 +638,13 @@ export class Repository implements RepositoryHandle {
     if (!this.appendOnly) {
       const fullSegmentSize = this.maxSegmentSize + MAX_OBJECT_SIZE;
       if (this.compact.size < 10) {
+        // Compaction copies held entries (the time lock) as it copies live ones, so what it
+        // writes is the live and the held bytes of the segments it rewrites.
+        const held = this.heldBytesBySegment();
         let working = 0;
         for (const [segment, free] of this.compact) {
           try {
-            working += this.segIO.segmentSize(segment) - free;
+            working += this.segIO.segmentSize(segment) - free + (held.get(segment) ?? 0);
           } catch (e) {
             if (!isErrno(e, "ENOENT")) throw e;
           }
@@ -647,6 +688,11 @@ export class Repository implements RepositoryHandle {
   async commit(opts: Partial<CommitOptions> = {}): Promise<void> {
     const compact = opts.compact ?? true;
     const threshold = opts.threshold ?? 0.1;
+    if (this.outOfSpace) {
+      const e = this.outOfSpace;
+      this.rollback();
+      throw e;
+    }
     if (this.transactionDoomed) {
       const e = this.transactionDoomed;
       this.rollback();
@@ -660,6 +706,20 @@ export class Repository implements RepositoryHandle {
     this.checkFreeSpace();
     this.logStorageQuota();
     this.checkSoleWriter();
+    try {
+      await this.commitChecked(compact, threshold, opts.cleanupCommits ?? false);
+    } catch (e) {
+      if (!isNoSpace(e)) throw e;
+      // Whether the COMMIT became durable decides: before it, nothing of this transaction stands.
+      if (this.segIO.segmentsTransactionId() === this.txnBase) throw this.ranOutOfSpace(e, "commit");
+      this.committedOutOfSpace(e);
+      return;
+    }
+    ensureReserve(this.path);
+  }
+
+  /** commit() after its checks: the COMMIT, compaction, the index. Returns the transaction id. */
+  private async commitChecked(compact: boolean, threshold: number, cleanupCommits: boolean): Promise<number> {
     const io = this.segIO;
     const now = Date.now();
     const pending = this.pendingHolds;
@@ -679,7 +739,7 @@ export class Repository implements RepositoryHandle {
     if (!this.segments.has(segment)) this.segments.set(segment, 0);
     this.compact.set(segment, (this.compact.get(segment) ?? 0) + HEADER_SIZE);
     if (compact && !this.appendOnly) {
-      if (opts.cleanupCommits) {
+      if (cleanupCommits) {
         for (const s of io.listSegments()) {
           if (io.segmentSize(s) === 17) {
             this.segments.set(s, 0);
@@ -693,6 +753,46 @@ export class Repository implements RepositoryHandle {
     if (this.holdsWritten !== null) removeOlderHolds(this.path, this.holdsWritten);
     this.settleCounts(this.getIndexTransactionId());
     this.rollback();
+    return segment;
+  }
+
+  /**
+   * A write of the open transaction ran out of space (borg does the same cleanup when its local
+   * repository meets ENOSPC): roll back, removing the uncommitted segments to give the space
+   * back, refuse the client's further writes until it rolls back, and return the error to send.
+   */
+  private ranOutOfSpace(e: unknown, during: string): DiskFull {
+    const reason = isErrno(e, "EDQUOT") ? "Disk quota exceeded" : "No space left on device";
+    log.warning(`${reason}, cleaning up partial transaction to free space.`, LOGGER);
+    const err = new DiskFull(this.path, during, reason, { cause: e });
+    try {
+      this.rollbackInternal(true);
+    } catch (cleanupError) {
+      log.error(`rolling back after running out of space failed: ${describe(cleanupError)}`, LOGGER);
+    }
+    this.outOfSpace = err;
+    return err;
+  }
+
+  /**
+   * Out of space after the COMMIT was durable: in compaction or while writing the index. The
+   * transaction stands, so the client is told it succeeded. What compaction wrote after its last
+   * COMMIT is removed; the index files of the last commit stay, and the next open rebuilds the
+   * index from the segments (which needs the space for it, or fails at that commit's free-space
+   * check with borg's InsufficientFreeSpaceError).
+   */
+  private committedOutOfSpace(e: unknown): void {
+    const tid = this.segIO.segmentsTransactionId();
+    log.warning(
+      `No space left on device after transaction ${tid} was committed (${describe(e)}): compaction or the index was left unfinished; the index will be rebuilt from the segments at the next open.`,
+      LOGGER,
+    );
+    this.settleCounts(tid);
+    try {
+      this.rollbackInternal(true);
+    } catch (cleanupError) {
+      log.error(`cleaning up after running out of space failed: ${describe(cleanupError)}`, LOGGER);
+    }
   }
 
   /**
@@ -745,6 +845,21 @@ export class Repository implements RepositoryHandle {
     writeHolds(this.path, txid, this.holds!);
     this.holdsWritten = txid;
     this.holdsDirty = false;
+  }
+
+  /** Entry bytes held now per segment (committed holds and this transaction's). */
+  private heldBytesBySegment(): Map<number, number> {
+    let out = new Map<number, number>();
+    if (this.keepDeletedMs > 0 || holdsFileIds(this.path).length > 0) {
+      try {
+        out = this.loadHolds().heldBytesBySegment(Date.now(), this.keepDeletedMs);
+      } catch {
+        // a damaged holds file stops compaction altogether (compactionBlockedBy)
+      }
+    }
+    const p = this.pendingHolds;
+    if (p) for (let i = 0; i < p.count; i++) out.set(p.segment[i]!, (out.get(p.segment[i]!) ?? 0) + p.size[i]!);
+    return out;
   }
 
   /** Entry bytes held now (committed holds and this transaction's), for the quota message. */
@@ -808,6 +923,7 @@ export class Repository implements RepositoryHandle {
   }
 
   rollback(): void {
+    this.outOfSpace = null;
     this.rollbackInternal(false);
   }
 
@@ -1242,7 +1358,17 @@ export class Repository implements RepositoryHandle {
   // ---- writing ----------------------------------------------------------------------------------
 
   async put(id: Uint8Array, data: Uint8Array): Promise<void> {
+    if (this.outOfSpace) throw this.outOfSpace;
     if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
+    try {
+      this.putInternal(id, data);
+    } catch (e) {
+      if (isNoSpace(e)) throw this.ranOutOfSpace(e, "put");
+      throw e;
+    }
+  }
+
+  private putInternal(id: Uint8Array, data: Uint8Array): void {
     const index = this.index!;
     const io = this.segIO;
     const b = index.lookup(id);
@@ -1279,7 +1405,17 @@ export class Repository implements RepositoryHandle {
   }
 
   async delete(id: Uint8Array): Promise<void> {
+    if (this.outOfSpace) throw this.outOfSpace;
     if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
+    try {
+      this.deleteObject(id);
+    } catch (e) {
+      if (isNoSpace(e)) throw this.ranOutOfSpace(e, "delete");
+      throw e;
+    }
+  }
+
+  private deleteObject(id: Uint8Array): void {
     const index = this.index!;
     const b = index.lookup(id);
     if (b < 0) throw new ObjectNotFound(toHex(id), this.path);
