@@ -502,22 +502,31 @@ export class Repository implements RepositoryHandle {
     }
   }
 
+  /**
+   * Start a transaction from `transactionId`. A failure leaves no transaction open (borg leaves
+   * _active_txn set, and the client's next put then meets a transaction without an index).
+   */
   async prepareTxn(transactionId: number | null, doCleanup = true): Promise<void> {
+    try {
+      await this.prepareTxnInner(transactionId, doCleanup);
+    } catch (e) {
+      this.activeTxn = false;
+      throw e;
+    }
+  }
+
+  private async prepareTxnInner(transactionId: number | null, doCleanup: boolean): Promise<void> {
     this.activeTxn = true;
     this.txnBase = transactionId;
     if (this.doLock && !this.lock!.gotExclusiveLock()) {
       if (this.exclusive !== null) {
+        // a client that opened with exclusive=False and then writes (borg's message)
         throw new BurgError("AssertionError", "bug in code, exclusive lock should exist here", [
           "bug in code, exclusive lock should exist here",
         ]);
       }
       // an old client (exclusive=None) or a replay: upgrade the shared lock.
-      try {
-        await this.lock!.upgrade();
-      } catch (e) {
-        this.activeTxn = false;
-        throw e;
-      }
+      await this.lock!.upgrade();
     }
     if (!this.index || transactionId === null) {
       try {
@@ -560,7 +569,7 @@ export class Repository implements RepositoryHandle {
         unlinkSync(indexPath);
       } catch {}
       await this.checkTransaction();
-      await this.prepareTxn(transactionId);
+      await this.prepareTxnInner(transactionId, true);
       return;
     }
     if (hints.version === 1) {

@@ -130,6 +130,30 @@ describe("storage quota", () => {
   });
 });
 
+describe("a transaction that cannot start", () => {
+  // Found by the fuzzer (serve-fuzz.test.ts): open with exclusive=False, then write.
+  test("leaves none open: every later write gets the same error, never one about a missing index", async () => {
+    const home = tempDir();
+    const path = join(home, "repo");
+    const first = await Repository.open(path, { create: true, exclusive: true });
+    await first.put(new Uint8Array(32).fill(9), new Uint8Array(10));
+    await first.commit();
+    first.close();
+    const repo = await Repository.open(path, { exclusive: false });
+    try {
+      for (let i = 0; i < 3; i++) {
+        await expect(repo.put(new Uint8Array(32).fill(i), new Uint8Array(10))).rejects.toThrow("bug in code, exclusive lock should exist here");
+        expect(repo.activeTxn).toBe(false);
+      }
+      await expect(repo.delete(new Uint8Array(32))).rejects.toThrow("bug in code, exclusive lock should exist here");
+      expect(await repo.len()).toBe(1);
+    } finally {
+      repo.close();
+    }
+    borgCheckOk(home, path);
+  });
+});
+
 describe("keys and nonces", () => {
   test("save_key/load_key round-trip through borg's config", async () => {
     const { path } = await filledRepo(1);
