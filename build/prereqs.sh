@@ -5,7 +5,7 @@
 # with the one command to run.
 #
 #   prereqs.sh        what the demo needs
-#   prereqs.sh test   also borgmatic, man-db, lintian, systemd-analyze, mkfs.ext4, losetup, and borg 1.4 from the release's backports suite, unpacked beside the
+#   prereqs.sh test   also borgmatic, man-db, lintian, systemd-analyze, mkfs.ext4, losetup, python3-fusepy, and borg 1.4 from the release's backports suite, unpacked beside the
 #                     system's borg without replacing it (BURG_BORG14_DIR, default
 #                     /opt/burg-test/borg-1.4; run as $BURG_BORG14_DIR/borg), for the tests that
 #                     drive both client versions
@@ -38,6 +38,8 @@ if [ "$mode" = test ]; then
   # the disk-full tests: a small ext4 on a loop device
   has e2fsprogs mkfs.ext4 /sbin/mkfs.ext4
   has mount losetup /sbin/losetup
+  # the unreadable-sector tests: a FUSE file system in Python
+  has python3-fusepy /usr/lib/python3/dist-packages/fusepy.py
 fi
 want14=no
 if [ "$mode" = test ] && ! [ -x "$borg14_dir/borg" ]; then want14=yes; fi

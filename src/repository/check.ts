@@ -19,7 +19,7 @@
 // too. Every finding names its segment and offset or its file.
 
 import { DiskFull, EXIT_SUCCESS, EXIT_WARNING, IntegrityError, ValueError } from "../errors.ts";
-import { isErrno } from "../util/fs.ts";
+import { isErrno, isReadFault, unreadableRanges } from "../util/fs.ts";
 import { isNoSpace } from "./reserve.ts";
 import { log } from "../util/log.ts";
 import { toHex } from "../util/hex.ts";
@@ -474,13 +474,48 @@ async function checkAndRepair(repo: Repository, opts: CheckOptions): Promise<Che
     report.segments.bytes += r.fileSize;
     if (r.ioError) {
       report.segments.damaged++;
-      findings.unrepaired++;
-      findings.error(
-        "segment-unreadable",
-        `Segment file unreadable [segment ${seg}, offset ${r.errorOffset}]: ${r.ioError.message}`,
-        { segment: seg, offset: r.errorOffset },
-      );
       entries = null;
+      // Bad sectors: every unreadable range is reported, and a repair keeps every entry
+      // outside them (ddrescue, then borg check --repair, in one step).
+      const ranges = isReadFault(r.ioError) ? unreadableRanges(io.segmentFilename(seg)) : [];
+      const found: Finding[] = [];
+      if (ranges.length === 0) {
+        found.push(
+          findings.error("segment-unreadable", `Segment file unreadable [segment ${seg}, offset ${r.errorOffset}]: ${r.ioError.message}`, {
+            segment: seg,
+            offset: r.errorOffset,
+          }),
+        );
+      }
+      for (const [start, end] of ranges) {
+        found.push(
+          findings.error(
+            "segment-unreadable",
+            `Segment file unreadable [segment ${seg}, offset ${start}]: ${end - start} bytes cannot be read (${r.ioError.code ?? r.ioError.message})`,
+            { segment: seg, offset: start },
+          ),
+        );
+      }
+      if (opts.repair && ranges.length > 0) {
+        log.info(`attempting to recover ${io.segmentFilename(seg)} around its unreadable parts`, LOGGER);
+        io.recoverSegment(seg);
+        const again = await scanOne(repo, seg, opts);
+        if (again.error || again.ioError) {
+          throw again.error ?? new IntegrityError(`segment ${seg} unreadable after recovery: ${again.ioError!.message}`);
+        }
+        entries = again.entries;
+        for (const f of found) f.repaired = true;
+        report.segments.recovered++;
+        const lost = ranges.reduce((n, [a, b]) => n + (b - a), 0);
+        findings.add(
+          "info",
+          "segment-recovered",
+          `Recovered segment ${seg}: kept ${entries.count} entries (${entries.bytes()} bytes); ${lost} unreadable bytes and the entries they were in are gone.`,
+          { segment: seg, offset: ranges[0]![0] },
+        ).repaired = true;
+      } else {
+        findings.unrepaired++;
+      }
     } else if (r.error) {
       report.segments.damaged++;
       const f = findings.error("segment-damaged", r.error.message, { segment: seg, offset: r.errorOffset });

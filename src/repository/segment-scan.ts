@@ -600,6 +600,16 @@ export class ReadPipeline {
         error = e as NodeJS.ErrnoException;
       }
     }
+    if (!error && job.file && job.buf && n < job.length && job.position + n < job.fileSize) {
+      // Short before the end of the file: a file system that reads up to a bad sector returns
+      // what it has. Read on from there; an unreadable sector is then the chunk's error, after
+      // the bytes that could be read.
+      try {
+        n += readFully(job.file.fd, job.buf.subarray(n), job.position + n, job.length - n);
+      } catch (e) {
+        error = e as NodeJS.ErrnoException;
+      }
+    }
     const last = job.last || error !== null || n < job.length;
     if (job.file) {
       job.file.pending--;
@@ -713,13 +723,14 @@ export async function* scanSegments(
         parser.start(segments[current]!, chunk.fileSize);
       }
       if (chunk.error) {
+        if (!parser.done && chunk.bytes.length > 0) parser.feed(chunk.bytes);
         parser.finish();
         yield {
           segment: segments[current]!,
           fileSize: chunk.fileSize,
           entries: parser.entries,
           error: null,
-          errorOffset: chunk.position,
+          errorOffset: chunk.position + chunk.bytes.length,
           ioError: chunk.error,
         };
         continue;

@@ -20,7 +20,7 @@ import { ConcurrentWriteConflict, IntegrityError } from "../errors.ts";
 import { bytesEqual } from "../util/hex.ts";
 import { crc32Range } from "../util/crc32.ts";
 import { BufferPool, objectBuffers } from "../util/buffer-pool.ts";
-import { AtomicFile, isErrno, readFully, safeUnlink, syncDir, writeAll } from "../util/fs.ts";
+import { AtomicFile, isErrno, isReadFault, readFully, readRescued, safeUnlink, syncDir, writeAll } from "../util/fs.ts";
 import {
   COMMIT_ENTRY,
   HEADER_SIZE,
@@ -249,15 +249,24 @@ export class SegmentStore {
   }
 
   /** Fill `buf` from `position` of a segment (short at its end); returns the bytes read. */
-  private readInto(segment: number, position: number, buf: Uint8Array): number {
+  /** `entry`: the offset of the entry being read, for the message when the medium fails. */
+  private readInto(segment: number, position: number, buf: Uint8Array, entry = position): number {
     if (segment === this.segment && this.writeFd !== null) this.flushWrites();
-    return readFully(this.getReadFd(segment), buf, position);
+    try {
+      return readFully(this.getReadFd(segment), buf, position);
+    } catch (e) {
+      // A bad sector: the client gets an error it reports, and the session goes on.
+      if (isReadFault(e)) {
+        throw new IntegrityError(`Segment file unreadable ${whereText(segment, entry)}: ${(e as Error).message}`, { cause: e });
+      }
+      throw e;
+    }
   }
 
   /** Read up to `length` bytes at `position`; the result may be shorter at end of file. */
-  readAt(segment: number, position: number, length: number, buffers?: BufferPool): Uint8Array {
+  readAt(segment: number, position: number, length: number, buffers?: BufferPool, entry = position): Uint8Array {
     const buf = buffers ? buffers.take(length) : new Uint8Array(length);
-    const got = this.readInto(segment, position, buf);
+    const got = this.readInto(segment, position, buf, entry);
     return got === length ? buf : buf.subarray(0, got);
   }
 
@@ -290,7 +299,7 @@ export class SegmentStore {
     const length = size - PUT_HEADER_SIZE;
     const headerCrc = crc32Range(header, 4, PUT_HEADER_SIZE);
     // A pooled buffer: serve gives it back once it is copied into or sent as the reply.
-    const data = this.readAt(segment, offset + PUT_HEADER_SIZE, length, objectBuffers);
+    const data = this.readAt(segment, offset + PUT_HEADER_SIZE, length, objectBuffers, offset);
     if (data.length !== length) {
       throw new IntegrityError(
         `Segment entry data short read ${whereText(segment, offset)}: expected ${length}, got ${data.length} bytes`,
@@ -582,7 +591,7 @@ export class SegmentStore {
    * Rewrite a damaged segment keeping only entries with a valid header and CRC, scanning byte by
    * byte for the next valid header after damage (borg's recover_segment).
    */
-  recoverSegment(segment: number): void {
+  recoverSegment(segment: number, onUnreadable?: (start: number, end: number) => void): void {
     const filename = this.segmentFilename(segment);
     this.dropReadFd(segment);
     const size = statSync(filename).size;
@@ -594,7 +603,9 @@ export class SegmentStore {
         try {
           // One read buffer that grows to the largest entry tried (at most MAX_OBJECT_SIZE), not
           // the whole segment: a damaged segment can be hundreds of MB.
-          const reader = new ChunkReader(fd, size, READ_CHUNK);
+          // Unreadable blocks come back as zeros (as ddrescue leaves them), which no entry's CRC
+          // matches: the entries they touch are dropped, every other one is kept.
+          const reader = new ChunkReader(fd, size, READ_CHUNK, onUnreadable ?? (() => {}));
           let p = 0;
           for (let h = reader.view(p, HEADER_SIZE); h !== null; h = reader.view(p, HEADER_SIZE)) {
             const crc = (h[0]! | (h[1]! << 8) | (h[2]! << 16) | (h[3]! << 24)) >>> 0;
@@ -652,10 +663,12 @@ class ChunkReader {
   private buf: Uint8Array;
   private bufStart = 0;
   private bufLen = 0;
+  private seenBad = 0;
   constructor(
     private fd: number,
     private fileSize: number,
     chunk: number,
+    private onUnreadable?: (start: number, end: number) => void,
   ) {
     this.buf = new Uint8Array(Math.min(chunk, Math.max(fileSize, 64)));
   }
@@ -666,7 +679,17 @@ class ChunkReader {
       return this.buf.subarray(pos - this.bufStart, pos - this.bufStart + len);
     }
     if (len > this.buf.length) this.buf = new Uint8Array(Math.max(len, this.buf.length * 2));
-    const got = readFully(this.fd, this.buf, pos, Math.min(this.buf.length, this.fileSize - pos));
+    const length = Math.min(this.buf.length, this.fileSize - pos);
+    const onBad = this.onUnreadable;
+    // Only a recovery reads around unreadable blocks; everyone else gets the EIO.
+    const got = onBad
+      ? readRescued(this.fd, this.buf, pos, length, (start, end) => {
+          // windows overlap: report each unreadable block once
+          if (end <= this.seenBad) return;
+          this.seenBad = end;
+          onBad(start, end);
+        })
+      : readFully(this.fd, this.buf, pos, length);
     this.bufStart = pos;
     this.bufLen = got;
     if (got < len) return null;

@@ -56,6 +56,74 @@ export function readFully(fd: number, buf: Uint8Array, position: number, length 
   return got;
 }
 
+/** The unit in which rescue reads find the unreadable parts of a file (a page, a disk sector or eight). */
+export const RESCUE_BLOCK = 4096;
+
+/** A read failed because the medium could not be read (a bad sector), not for a reason of ours. */
+export function isReadFault(e: unknown): boolean {
+  return isErrno(e, "EIO");
+}
+
+/**
+ * readFully as ddrescue reads: where the file cannot be read (EIO), the block of RESCUE_BLOCK
+ * bytes around the failure is filled with zeros, reported through `onBad(start, end)` (file
+ * offsets) and skipped, and reading goes on after it. Returns the bytes covered (fewer only at
+ * the end of the file). A read that returns short before the end of the file is not taken for
+ * the end: the next read shows whether it was one.
+ */
+export function readRescued(fd: number, buf: Uint8Array, position: number, length: number, onBad: (start: number, end: number) => void): number {
+  let got = 0;
+  while (got < length) {
+    let n: number;
+    try {
+      n = readSync(fd, buf, got, Math.min(length - got, READ_PIECE), position + got);
+    } catch (e) {
+      if (!isReadFault(e)) throw e;
+      const at = position + got;
+      const blockEnd = Math.min(position + length, (Math.floor(at / RESCUE_BLOCK) + 1) * RESCUE_BLOCK);
+      let m = -1;
+      try {
+        m = readSync(fd, buf, got, blockEnd - at, at);
+      } catch (e2) {
+        if (!isReadFault(e2)) throw e2;
+      }
+      if (m === 0) break;
+      if (m < 0) {
+        buf.fill(0, got, got + (blockEnd - at));
+        onBad(at, blockEnd);
+        got += blockEnd - at;
+      } else {
+        got += m;
+      }
+      continue;
+    }
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+/** The unreadable byte ranges of a file, merged, as [start, end) pairs. */
+export function unreadableRanges(path: string): Array<[number, number]> {
+  const fd = openSync(path, fsc.O_RDONLY);
+  const ranges: Array<[number, number]> = [];
+  try {
+    const buf = new Uint8Array(1 << 20);
+    for (let pos = 0; ; ) {
+      const n = readRescued(fd, buf, pos, buf.length, (start, end) => {
+        const last = ranges.at(-1);
+        if (last && last[1] === start) last[1] = end;
+        else ranges.push([start, end]);
+      });
+      if (n === 0) break;
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return ranges;
+}
+
 /** Write all of `data` to `fd`, looping over short writes. */
 export function writeAll(fd: number, data: Uint8Array, position?: number): void {
   let off = 0;
