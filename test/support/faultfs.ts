@@ -21,7 +21,31 @@ export interface FaultFs {
   /** where the file system is mounted */
   dir: string;
   setEio(ranges: EioRange[]): void;
+  /** With a trace: record that everything before this point has happened (a command returned). */
+  mark(label: string): void;
   unmount(): Promise<void>;
+}
+
+/** One event of a power-loss trace (faultfs.py with a trace directory). */
+export interface TraceEvent {
+  i: number;
+  ev: "op" | "fsync" | "dirsync" | "mark";
+  what?: string;
+  path?: string;
+  label?: string;
+}
+
+export function readTrace(traceDir: string): TraceEvent[] {
+  return readFileSync(join(traceDir, "trace.jsonl"), "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as TraceEvent);
+}
+
+/** Build in outRoot/N, for each N, what a power cut right after event N leaves behind. */
+export function materialize(traceDir: string, outRoot: string, points: number[]): void {
+  const r = run([PYTHON, SCRIPT, "materialize", traceDir, outRoot, ...points.map(String)]);
+  if (r.code !== 0) throw new Error(`faultfs.py materialize failed: ${r.stderr}`);
 }
 
 export function faultFsUnavailable(): string | null {
@@ -39,13 +63,14 @@ function mounted(dir: string): boolean {
   return readFileSync("/proc/mounts", "utf8").split("\n").some((l) => l.split(" ")[1] === dir);
 }
 
-export async function mountFaultFs(backing: string): Promise<FaultFs> {
+/** Mount faultfs.py over `backing`; with `trace`, it records what a power cut would leave there. */
+export async function mountFaultFs(backing: string, opts: { trace?: string } = {}): Promise<FaultFs> {
   const home = mkdtempSync(join(tmpdir(), "burg-faultfs-"));
   const dir = join(home, "mnt");
   mkdirSync(dir);
   const faults = join(home, "faults.json");
   writeFileSync(faults, JSON.stringify({ eio: [] }));
-  const proc = Bun.spawn([PYTHON, SCRIPT, backing, dir, faults], { stdout: "ignore", stderr: "pipe" });
+  const proc = Bun.spawn([PYTHON, SCRIPT, backing, dir, faults, ...(opts.trace ? [opts.trace] : [])], { stdout: "ignore", stderr: "pipe" });
   const stderr = new Response(proc.stderr).text();
   for (let i = 0; !mounted(dir); i++) {
     if (proc.exitCode !== null || i > 500) {
@@ -60,6 +85,9 @@ export async function mountFaultFs(backing: string): Promise<FaultFs> {
       // a new mtime makes faultfs.py read the file again
       writeFileSync(faults + ".tmp", JSON.stringify({ eio: ranges }));
       run(["mv", faults + ".tmp", faults]);
+    },
+    mark(label) {
+      existsSync(join(dir, `.faultfs-mark-${label}`));
     },
     async unmount() {
       run(["umount", dir]);
