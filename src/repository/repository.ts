@@ -76,7 +76,7 @@ import { entryCrcOk, SegmentFull, SegmentStore, type SegmentEntry } from "./segm
 import { runCheck } from "./check.ts";
 import { BURG_DIR, HoldTable, HoldsFormatError, holdsFileIds, readHolds, removeOlderHolds, removeUncommittedHolds, writeHolds } from "./holds.ts";
 import { repositoryKeepDeleted } from "./settings.ts";
-import { ensureReserve, isNoSpace, releaseReserve } from "./reserve.ts";
+import { ensureReserve, isNoSpace, lendFromReserve } from "./reserve.ts";
 
 export interface RepositoryOptions {
   create?: boolean;
@@ -125,6 +125,10 @@ export class Repository implements RepositoryHandle {
    * without waiting for replies, are refused without writing until it rolls back or commits.
    */
   private outOfSpace: DiskFull | null = null;
+  /** The lock was taken with space borrowed from burg/reserve. */
+  private reserveLent = false;
+  /** A transaction was started (only writers tend the reserve; readers change nothing). */
+  private startedWriting = false;
   created = false;
   checkSegmentMagic: boolean;
   makeParentDirs: boolean;
@@ -294,8 +298,9 @@ export class Repository implements RepositoryHandle {
     try {
       return await new RepositoryLock(path, { exclusive, timeout: lockWait }).acquire();
     } catch (e) {
-      if (!(e instanceof LockFailed && isNoSpace(e.cause)) || !releaseReserve(path)) throw e;
+      if (!(e instanceof LockFailed && isNoSpace(e.cause)) || !lendFromReserve(path)) throw e;
       log.warning(`No space left on device for the lock of ${path}: using the space reserve (burg/reserve) to take it`, LOGGER);
+      this.reserveLent = true;
       return await new RepositoryLock(path, { exclusive, timeout: lockWait }).acquire();
     }
   }
@@ -311,11 +316,11 @@ export class Repository implements RepositoryHandle {
     this.index = null;
     this.activeTxn = false;
     if (this.lock) {
-      // A writer leaves the space reserve in place for the next one (after a failure for want
-      // of space it is written again once there is room).
-      if (opened && this.lock.isExclusive() && !this.created) ensureReserve(this.path);
       this.lock.release();
       this.lock = null;
+      // The space reserve is made whole again for the next session (after the lock, whose
+      // blocks it may have borrowed, is gone).
+      if (opened && (this.reserveLent || this.startedWriting) && !this.created) ensureReserve(this.path);
     }
   }
 
@@ -517,6 +522,7 @@ export class Repository implements RepositoryHandle {
 
   private async prepareTxnInner(transactionId: number | null, doCleanup: boolean): Promise<void> {
     this.activeTxn = true;
+    this.startedWriting = true;
     this.txnBase = transactionId;
     if (this.doLock && !this.lock!.gotExclusiveLock()) {
       if (this.exclusive !== null) {

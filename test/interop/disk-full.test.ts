@@ -147,6 +147,39 @@ describe.skipIf(!canMount)("a full disk, through burg serve", () => {
   );
 
   test(
+    "compaction on a full disk, by the client and by burg compact, again and again: refused cleanly; it runs once there is room",
+    async () => {
+      const s = await setup(192);
+      makeSourceTree(join(s.cwd, "a1"), { seed: 41, files: 40, totalBytes: 12 << 20 });
+      makeSourceTree(join(s.cwd, "a2"), { seed: 42, files: 40, totalBytes: 12 << 20 });
+      expect((await s.create("a1", "a1")).code).toBe(0);
+      expect((await s.create("a2", "a2")).code).toBe(0);
+      expect((await s.borg.run(["delete", s.borg.url(s.repo, "a1")])).code).toBe(0);
+      const before = segmentFiles(s.repo);
+      s.fs.fill();
+      // The disk stays full: each attempt needs the lock, and gets it from the reserve.
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const client = await s.borg.run(["compact", s.borg.url(s.repo)]);
+        expect(client.code).toBe(2);
+        expect(client.stderr).toMatch(/Insufficient free space to complete transaction|No space left on device in repository/);
+        expect(client.stderr).not.toContain("internal error");
+        const server = run([BURG, "compact", s.repo]);
+        expect(server.code).toBe(2);
+        expect(server.stderr).toMatch(/Insufficient free space to complete transaction|No space left on device in repository/);
+        expect(server.stderr).not.toContain("internal error");
+        expectCleanState(s.repo, before);
+      }
+      s.fs.unfill();
+      const compacted = await s.borg.run(["compact", s.borg.url(s.repo)]);
+      expect({ code: compacted.code, stderr: compacted.stderr }).toEqual({ code: 0, stderr: "" });
+      expect(segmentFiles(s.repo)).not.toEqual(before);
+      s.plainCheck();
+      await extractsAs(s, "a2", "a2");
+    },
+    300_000,
+  );
+
+  test(
     "a commit refused by borg's free-space check (additional_free_space) rolls back and unlocks",
     async () => {
       const s = await setup(128);
