@@ -19,8 +19,8 @@
 // too. Every finding names its segment and offset or its file.
 
 import { DiskFull, EXIT_SUCCESS, EXIT_WARNING, IntegrityError, ValueError } from "../errors.ts";
-import { isErrno, isReadFault, unreadableRanges } from "../util/fs.ts";
-import { isNoSpace } from "./reserve.ts";
+import { isReadFault, unreadableRanges } from "../util/fs.ts";
+import { isNoSpace, noSpaceReason } from "./reserve.ts";
 import { log } from "../util/log.ts";
 import { toHex } from "../util/hex.ts";
 import { PercentSteps } from "../util/progress.ts";
@@ -315,7 +315,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   } catch (e) {
     if (!isNoSpace(e)) throw e;
     repo.rollback();
-    const reason = isErrno(e, "EDQUOT") ? "Disk quota exceeded" : "No space left on device";
+    const reason = noSpaceReason(e);
     throw new DiskFull(repo.path, opts.repair ? "check --repair" : "check", reason, {
       cause: e,
       outcome: "the check stopped there; a segment being recovered is left as it was, and what was repaired before stays repaired",

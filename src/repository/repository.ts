@@ -76,7 +76,7 @@ import { entryCrcOk, SegmentFull, SegmentStore, type SegmentEntry } from "./segm
 import { runCheck } from "./check.ts";
 import { BURG_DIR, HoldTable, HoldsFormatError, holdsFileIds, readHolds, removeOlderHolds, removeUncommittedHolds, writeHolds } from "./holds.ts";
 import { repositoryKeepDeleted } from "./settings.ts";
-import { ensureReserve, isNoSpace, lendFromReserve } from "./reserve.ts";
+import { ensureReserve, isNoSpace, lendFromReserve, noSpaceReason } from "./reserve.ts";
 
 export interface RepositoryOptions {
   create?: boolean;
@@ -777,7 +777,7 @@ export class Repository implements RepositoryHandle {
    * back, refuse the client's further writes until it rolls back, and return the error to send.
    */
   private ranOutOfSpace(e: unknown, during: string): DiskFull {
-    const reason = isErrno(e, "EDQUOT") ? "Disk quota exceeded" : "No space left on device";
+    const reason = noSpaceReason(e);
     log.warning(`${reason}, cleaning up partial transaction to free space.`, LOGGER);
     const err = new DiskFull(this.path, during, reason, { cause: e });
     try {

@@ -29,6 +29,11 @@ export function isNoSpace(e: unknown): boolean {
   return isErrno(e, "ENOSPC") || isErrno(e, "EDQUOT");
 }
 
+/** The strerror text of an isNoSpace error. */
+export function noSpaceReason(e: unknown): string {
+  return isErrno(e, "EDQUOT") ? "Disk quota exceeded" : "No space left on device";
+}
+
 export function hasReserve(repository: string): boolean {
   return existsSync(reservePath(repository));
 }
