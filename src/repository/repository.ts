@@ -61,6 +61,7 @@ import {
   DEFAULT_MAX_SEGMENT_SIZE,
   DEFAULT_SEGMENTS_PER_DIR,
   HEADER_SIZE,
+  isManifestId,
   MAX_OBJECT_SIZE,
   MAX_SEGMENT_SIZE_LIMIT,
   PUT_HEADER_SIZE,
@@ -1499,12 +1500,6 @@ export class Repository implements RepositoryHandle {
       c.manifest = { oldSize: c.manifest ? c.manifest.oldSize : old, newSize: t.manifestNewSize, rewrites: (c.manifest?.rewrites ?? 0) + 1 };
     }
   }
-}
-
-const MANIFEST_ID = new Uint8Array(32);
-
-function isManifestId(id: Uint8Array): boolean {
-  return id.length === 32 && bytesEqual(id, MANIFEST_ID);
 }
 
 interface TxnCounts {
