@@ -12,6 +12,7 @@ import { hostId } from "../lock/host-id.ts";
 import { HASH_HEADER_SIZE, parseHashHeader } from "../repository/hashindex.ts";
 import { readHints } from "../repository/hints.ts";
 import { readHolds } from "../repository/holds.ts";
+import { latestIndexTransaction } from "../repository/integrity.ts";
 import { repositoryKeepDeleted } from "../repository/settings.ts";
 import { readJournal } from "./journal.ts";
 import { checkRecords, isSuccess, sessionRecords, type SessionRecord } from "./records.ts";
@@ -32,15 +33,6 @@ export interface RepositoryStatus {
   keep_deleted_seconds: number;
   free_bytes: number | null;
   last_check: { time: string; verdict: string; repair: boolean } | null;
-}
-
-function latestTransaction(path: string): number | null {
-  let best: number | null = null;
-  for (const name of readdirSync(path)) {
-    const m = /^index\.(\d+)$/.exec(name);
-    if (m && (best === null || Number(m[1]) > best)) best = Number(m[1]);
-  }
-  return best;
 }
 
 function segmentFiles(path: string): { count: number; bytes: number } {
@@ -95,7 +87,7 @@ export function repositoryStatus(path: string, now = Date.now()): RepositoryStat
   } catch {
     throw new DoesNotExist(path);
   }
-  const txid = latestTransaction(path);
+  const txid = latestIndexTransaction(path);
   const lines = readJournal(path);
   const records = sessionRecords(lines, hostId());
   let lastCommit: RepositoryStatus["last_commit"] = null;

@@ -11,8 +11,8 @@
 // reading an index copies the table; a file is read once, into the memory it will live in,
 // and verified there.
 
-import { closeSync, fstatSync, fsyncSync, openSync, readFileSync } from "node:fs";
-import { basename } from "node:path";
+import { closeSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { basename, join } from "node:path";
 import { FileIntegrityError, HashIndexFormatError } from "../errors.ts";
 import { readFully, writeAll } from "../util/fs.ts";
 import { log } from "../util/log.ts";
@@ -314,4 +314,22 @@ function writeSynced(path: string, pieces: ReadonlyArray<Uint8Array>): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** The highest N of a non-empty index.N in the repository (borg's get_index_transaction_id). */
+export function latestIndexTransaction(repository: string): number | null {
+  let best: number | null = null;
+  for (const name of readdirSync(repository)) {
+    if (!name.startsWith("index.")) continue;
+    const n = name.slice(6);
+    if (!/^[0-9]+$/.test(n)) continue;
+    try {
+      if (statSync(join(repository, name)).size === 0) continue;
+    } catch {
+      continue;
+    }
+    const v = Number(n);
+    if (best === null || v > best) best = v;
+  }
+  return best;
 }

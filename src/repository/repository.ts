@@ -72,7 +72,7 @@ import {
 } from "./format.ts";
 import { NSIndex } from "./hashindex.ts";
 import { type Hints, readHints, writeHintsFile, readIntegrityFile, writeIntegrityFile } from "./hints.ts";
-import { readIndexFile, writeIndexFile, type IntegrityParts } from "./integrity.ts";
+import { latestIndexTransaction, readIndexFile, writeIndexFile, type IntegrityParts } from "./integrity.ts";
 import { entryCrcOk, SegmentFull, SegmentStore, type SegmentEntry } from "./segments.ts";
 import { runCheck } from "./check.ts";
 import { BURG_DIR, HoldTable, HoldsFormatError, holdsFileIds, readHolds, removeOlderHolds, removeUncommittedHolds, writeHolds } from "./holds.ts";
@@ -448,20 +448,7 @@ export class Repository implements RepositoryHandle {
   // ---- transaction ids --------------------------------------------------------------------------
 
   getIndexTransactionId(): number | null {
-    let best: number | null = null;
-    for (const name of readdirSync(this.path)) {
-      if (!name.startsWith("index.")) continue;
-      const n = name.slice(6);
-      if (!/^[0-9]+$/.test(n)) continue;
-      try {
-        if (statSync(join(this.path, name)).size === 0) continue;
-      } catch {
-        continue;
-      }
-      const v = Number(n);
-      if (best === null || v > best) best = v;
-    }
-    return best;
+    return latestIndexTransaction(this.path);
   }
 
   async checkTransaction(): Promise<void> {
