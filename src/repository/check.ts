@@ -29,6 +29,7 @@ import { NS_KEY_SIZE, NS_VALUE_SIZE, NSIndex } from "./hashindex.ts";
 import { readHints, readIntegrityFile, type Hints } from "./hints.ts";
 import { readIndexFile, type IntegrityParts } from "./integrity.ts";
 import type { Repository } from "./repository.ts";
+import type { SegmentEntry } from "./segments.ts";
 import { scanSegments, type ScanOptions, type SegmentEntries, type SegmentScanResult } from "./segment-scan.ts";
 
 const LOGGER = "borg.repository";
@@ -470,6 +471,7 @@ async function checkAndRepair(repo: Repository, opts: CheckOptions): Promise<Che
     showUpTo(position.get(seg)!);
     log.debug(`checking segment file ${io.segmentFilename(seg)}...`, LOGGER);
     let entries: SegmentEntries | null = r.entries;
+    let readable: SegmentEntry[] | null = null;
     report.segments.checked++;
     report.segments.bytes += r.fileSize;
     if (r.ioError) {
@@ -515,6 +517,14 @@ async function checkAndRepair(repo: Repository, opts: CheckOptions): Promise<Che
         ).repaired = true;
       } else {
         findings.unrepaired++;
+        // Not repairing: the entries outside the unreadable blocks still go into the rebuilt
+        // index, so the comparison below names exactly the objects that cannot be read.
+        if (ranges.length > 0 && !partial) {
+          readable = [];
+          for (const e of io.recoverableEntries(seg)) {
+            readable.push({ ...e, key: e.key && Uint8Array.from(e.key), raw: null });
+          }
+        }
       }
     } else if (r.error) {
       report.segments.damaged++;
@@ -543,7 +553,7 @@ async function checkAndRepair(repo: Repository, opts: CheckOptions): Promise<Che
       }
     }
     if (!partial) {
-      repo.updateIndex(seg, entries ? entries.iterate() : [], (msg) => {
+      repo.updateIndex(seg, entries ? entries.iterate() : (readable ?? []), (msg) => {
         findings.error("segment-damaged", msg, { segment: seg });
       });
     }

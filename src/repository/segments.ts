@@ -594,41 +594,55 @@ export class SegmentStore {
   recoverSegment(segment: number, onUnreadable?: (start: number, end: number) => void): void {
     const filename = this.segmentFilename(segment);
     this.dropReadFd(segment);
-    const size = statSync(filename).size;
     const out = new AtomicFile(filename);
     try {
       out.write(MAGIC);
-      if (size >= MAGIC_LEN + HEADER_SIZE) {
-        const fd = openSync(filename, fsc.O_RDONLY);
-        try {
-          // One read buffer that grows to the largest entry tried (at most MAX_OBJECT_SIZE), not
-          // the whole segment: a damaged segment can be hundreds of MB.
-          // Unreadable blocks come back as zeros (as ddrescue leaves them), which no entry's CRC
-          // matches: the entries they touch are dropped, every other one is kept.
-          const reader = new ChunkReader(fd, size, READ_CHUNK, onUnreadable ?? (() => {}));
-          let p = 0;
-          for (let h = reader.view(p, HEADER_SIZE); h !== null; h = reader.view(p, HEADER_SIZE)) {
-            const crc = (h[0]! | (h[1]! << 8) | (h[2]! << 16) | (h[3]! << 24)) >>> 0;
-            const esize = (h[4]! | (h[5]! << 8) | (h[6]! << 16) | (h[7]! << 24)) >>> 0;
-            const tag = h[8]!;
-            const entry =
-              esize > MAX_OBJECT_SIZE || tag > MAX_TAG_ID || esize < HEADER_SIZE ? null : reader.view(p, esize);
-            if (entry === null || (crc32(entry.subarray(4)) >>> 0) !== crc) {
-              p += 1;
-              continue;
-            }
-            out.write(entry);
-            p += esize;
-          }
-        } finally {
-          closeSync(fd);
-        }
-      }
+      for (const e of this.recoverableEntries(segment, onUnreadable)) out.write(e.raw!);
     } catch (e) {
       out.abort();
       throw e;
     }
     out.commit();
+  }
+
+  /**
+   * The entries a recovery keeps, in file order, with their offsets in the file as it is: every
+   * one with a valid header and CRC32, the next valid header found byte by byte after damage.
+   * Unreadable blocks read as zeros (as ddrescue leaves them), which no entry's CRC matches, so
+   * the entries they touch are dropped and every other one is kept. `raw` and `key` are views,
+   * valid until the next step.
+   */
+  *recoverableEntries(segment: number, onUnreadable?: (start: number, end: number) => void): Generator<SegmentEntry> {
+    const filename = this.segmentFilename(segment);
+    const fd = openSync(filename, fsc.O_RDONLY);
+    try {
+      const size = fstatSync(fd).size;
+      if (size < MAGIC_LEN + HEADER_SIZE) return;
+      // One read buffer that grows to the largest entry tried (at most MAX_OBJECT_SIZE), not
+      // the whole segment: a damaged segment can be hundreds of MB.
+      const reader = new ChunkReader(fd, size, READ_CHUNK, onUnreadable ?? (() => {}));
+      const entry: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null, raw: null };
+      let p = 0;
+      for (let h = reader.view(p, HEADER_SIZE); h !== null; h = reader.view(p, HEADER_SIZE)) {
+        const crc = (h[0]! | (h[1]! << 8) | (h[2]! << 16) | (h[3]! << 24)) >>> 0;
+        const esize = (h[4]! | (h[5]! << 8) | (h[6]! << 16) | (h[7]! << 24)) >>> 0;
+        const tag = h[8]!;
+        const raw = esize > MAX_OBJECT_SIZE || tag > MAX_TAG_ID || esize < HEADER_SIZE ? null : reader.view(p, esize);
+        if (raw === null || (crc32(raw.subarray(4)) >>> 0) !== crc) {
+          p += 1;
+          continue;
+        }
+        entry.tag = tag;
+        entry.key = tag === TAG_COMMIT || esize < PUT_HEADER_SIZE ? null : raw.subarray(HEADER_SIZE, PUT_HEADER_SIZE);
+        entry.offset = p;
+        entry.size = esize;
+        entry.raw = raw;
+        yield entry;
+        p += esize;
+      }
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 

@@ -1,7 +1,8 @@
 // Unreadable sectors: a repository written by the real borg client through burg serve, then
 // served by a FUSE file system (test/support/faultfs.py) that fails reads of chosen byte ranges
-// of a segment with EIO. `burg check` reports every unreadable range with segment and offset
-// and finishes; a get of an object in such a range gives the client an error it reports while
+// of a segment with EIO. `burg check` reports every unreadable range with segment and offset,
+// reads the rest of the segment (so exactly the objects in those ranges are missing) and
+// finishes; a get of an object in such a range gives the client an error it reports while
 // the session goes on; `burg check --repair` keeps every entry outside the unreadable ranges
 // (what ddrescue followed by `borg check --repair` does, in one command); plain borg then
 // checks the repository.
@@ -75,6 +76,9 @@ describe.skipIf(!canMount)("unreadable sectors in a segment", () => {
       expect(check.stderr).toContain(`Segment file unreadable [segment ${seg.segment}, offset ${b.start}]: ${b.end - b.start} bytes cannot be read (EIO)`);
     }
     expect(check.stderr).toContain("Finished full repository check, errors found.");
+    // the rest of the segment is read: exactly the objects in the unreadable blocks are missing
+    const notFound = [...check.stderr.matchAll(/ID: ([0-9a-f]{64}) rebuilt index: <not found>/g)].map((m) => m[1]!).sort();
+    expect(notFound).toEqual(lost.filter((e) => e.tag === TAG_PUT).map((e) => entryId(seg.path, e)).sort());
 
     // a get in an unreadable range fails with an error the client reports; the session goes on
     const env = borgEnv(dir, { BORG_HOST_ID: "eio-test@1" });
