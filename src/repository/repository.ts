@@ -1362,8 +1362,9 @@ export class Repository implements RepositoryHandle {
 
   async put(id: Uint8Array, data: Uint8Array): Promise<void> {
     if (this.outOfSpace) throw this.outOfSpace;
-    if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
     try {
+      // (starting the transaction may replay the log and write an index)
+      if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
       this.putInternal(id, data);
     } catch (e) {
       if (isNoSpace(e)) throw this.ranOutOfSpace(e, "put");
@@ -1409,8 +1410,9 @@ export class Repository implements RepositoryHandle {
 
   async delete(id: Uint8Array): Promise<void> {
     if (this.outOfSpace) throw this.outOfSpace;
-    if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
     try {
+      // (starting the transaction may replay the log and write an index)
+      if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
       this.deleteObject(id);
     } catch (e) {
       if (isNoSpace(e)) throw this.ranOutOfSpace(e, "delete");
