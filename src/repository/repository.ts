@@ -465,6 +465,8 @@ export class Repository implements RepositoryHandle {
   }
 
   async getTransactionId(): Promise<number | null> {
+    // a closed (or destroyed) repository: "repository is not open", not ENOENT from its files
+    if (!this.io) throw new BurgError("AssertionError", "repository is not open", ["repository is not open"]);
     await this.checkTransaction();
     return this.getIndexTransactionId();
   }

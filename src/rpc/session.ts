@@ -450,6 +450,8 @@ export class Session {
         return null;
       case "destroy":
         await repo.destroy();
+        // The handle is closed and the repository gone: later calls get RepositoryNotOpen.
+        this.repo = null;
         return null;
       case "get":
         return await repo.get(argId(method, args));

@@ -11,7 +11,8 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, write
 import { join } from "node:path";
 import { borgPython } from "../support/borg-python.ts";
 import { makeSourceTree } from "../support/data.ts";
-import { BURG, writeExecutable } from "../support/env.ts";
+import { BURG, borgEnv, requireBorg, run, writeExecutable } from "../support/env.ts";
+import { RpcClient } from "../support/rpc-client.ts";
 import { remoteBorg } from "../support/fake-ssh.ts";
 import { fuzzCase, replaceBytes } from "../support/fuzz.ts";
 import { testScope } from "../support/scope.ts";
@@ -166,4 +167,51 @@ describe("fuzzed RPC input", () => {
     },
     1_800_000,
   );
+});
+
+describe("what the fuzzer found", () => {
+  const setup = () => {
+    const dir = scope.tempDir("burg-fuzz-found-");
+    const repo = join(dir, "repo");
+    const env = borgEnv(dir);
+    expect(run([requireBorg(), "init", "-e", "none", repo], { env }).code).toBe(0);
+    return { repo, env };
+  };
+  const openArgs = (repo: string, exclusive: boolean) => ({
+    path: new TextEncoder().encode(repo),
+    create: false,
+    lock_wait: 10,
+    lock: true,
+    exclusive,
+    append_only: false,
+    make_parent_dirs: false,
+  });
+
+  test("calls after destroy get RepositoryNotOpen, not an internal error", async () => {
+    const { repo, env } = setup();
+    const c = new RpcClient([BURG, "serve"], env);
+    await c.negotiate();
+    await c.call("open", openArgs(repo, true));
+    await c.call("destroy", {});
+    expect(existsSync(repo)).toBe(false);
+    await expect(c.call("put", { id: new Uint8Array(32).fill(1), data: new Uint8Array(3) })).rejects.toThrow("RepositoryNotOpen");
+    await expect(c.call("list", { limit: 10, marker: null })).rejects.toThrow("RepositoryNotOpen");
+    const usage = await c.close();
+    expect(usage.exitCode).toBe(0);
+    expect(usage.stderr).not.toContain("internal error");
+  });
+
+  test("writes after open(exclusive=False) get borg's AssertionError every time", async () => {
+    const { repo, env } = setup();
+    const c = new RpcClient([BURG, "serve"], env);
+    await c.negotiate();
+    await c.call("open", openArgs(repo, false));
+    for (let i = 0; i < 3; i++) {
+      await expect(c.call("put", { id: new Uint8Array(32).fill(i), data: new Uint8Array(3) })).rejects.toThrow("bug in code, exclusive lock should exist here");
+    }
+    expect(await c.call("__len__", {})).toBeGreaterThan(0);
+    const usage = await c.close();
+    expect(usage.exitCode).toBe(0);
+    expect(usage.stderr).not.toContain("internal error");
+  });
 });

@@ -1,8 +1,11 @@
 // A seeded mutational fuzzer for RPC byte streams: the client-to-server bytes of real borg
 // sessions, cut into their msgpack frames and changed the ways a broken or hostile client
 // could change them (bit flips, truncation, duplicated, reordered and spliced frames, garbage,
-// huge length prefixes, deep nesting). The same seed always gives the same case.
+// huge length prefixes, deep nesting), and changed in meaning: a value inside a decoded request
+// (its method, an argument, a key) replaced by one of another type or an extreme one, and the
+// request encoded again. The same seed always gives the same case.
 
+import { decode, encode } from "../../src/util/msgpack.ts";
 import { prng } from "./data.ts";
 
 /** Offsets where each top-level msgpack value of `b` ends (as far as they are complete). */
@@ -109,6 +112,98 @@ function hostileFrame(rand: () => number): Uint8Array {
   }
 }
 
+const te = new TextEncoder();
+const METHODS = ["negotiate", "open", "close", "put", "get", "get_many", "delete", "list", "scan", "commit", "rollback", "check", "destroy", "break_lock", "save_key", "load_key", "get_free_nonce", "commit_nonce_reservation", "__len__", "inject_exception", "nonexistent"];
+
+function weirdValue(rand: () => number): unknown {
+  const pick = (n: number) => Math.floor(rand() * n);
+  switch (pick(16)) {
+    case 0:
+      return null;
+    case 1:
+      return pick(2) === 0;
+    case 2:
+      return [0, -1, 1, 255, 65536, 2 ** 31, 2 ** 32 + 5, -(2 ** 31) - 1, Number.MAX_SAFE_INTEGER][pick(9)];
+    case 3:
+      return [2n ** 63n - 1n, -(2n ** 63n), 2n ** 64n - 1n][pick(3)];
+    case 4:
+      return 1.5;
+    case 5:
+      return new Uint8Array(0);
+    case 6:
+      return new Uint8Array([31, 33, 32, 64][pick(4)]!).map(() => pick(256));
+    case 7:
+      return te.encode(METHODS[pick(METHODS.length)]!);
+    case 8:
+      return te.encode(["../../etc", "/", "", "\0", "~root", "a".repeat(5000)][pick(6)]!);
+    case 9:
+      return [];
+    case 10:
+      return new Map();
+    case 11:
+      return [1, 2, 3, new Uint8Array(32)];
+    case 12:
+      return new Map(Array.from({ length: 1 + pick(40) }, (_, i) => [te.encode(`k${i}`), i]));
+    case 13:
+      return [[[[[[[[[[null]]]]]]]]]];
+    case 14:
+      return new Uint8Array(1 + pick(100_000));
+    default:
+      return te.encode(["limit", "marker", "id", "ids", "data", "path", "exclusive", "lock_wait", "repair", "is_preloaded"][pick(10)]!);
+  }
+}
+
+/** Every place in a decoded value where another value can go: [container, key]. */
+function slots(v: unknown, out: Array<[unknown[] | Map<unknown, unknown>, unknown, "key" | "value"]>, depth = 0): void {
+  if (depth > 8) return;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      out.push([v, i, "value"]);
+      slots(v[i], out, depth + 1);
+    }
+  } else if (v instanceof Map) {
+    for (const [k, val] of v) {
+      out.push([v, k, "value"]);
+      out.push([v, k, "key"]);
+      slots(val, out, depth + 1);
+    }
+  }
+}
+
+/** The frame with one value inside replaced, or null when the frame does not decode. */
+function changeMeaning(frame: Uint8Array, rand: () => number): { bytes: Uint8Array; what: string } | null {
+  let v: unknown;
+  try {
+    v = decode(frame);
+  } catch {
+    return null;
+  }
+  const all: Array<[unknown[] | Map<unknown, unknown>, unknown, "key" | "value"]> = [];
+  slots(v, all);
+  if (all.length === 0) return null;
+  const [container, key, which] = all[Math.floor(rand() * all.length)]!;
+  const value = weirdValue(rand);
+  if (Array.isArray(container)) container[key as number] = value;
+  else if (which === "value") container.set(key, value);
+  else {
+    const old = container.get(key);
+    container.delete(key);
+    container.set(value, old);
+  }
+  try {
+    return { bytes: encode(v), what: `${which} replaced by ${describeValue(value)}` };
+  } catch {
+    return null;
+  }
+}
+
+function describeValue(v: unknown): string {
+  if (v instanceof Uint8Array) return `bytes(${v.length})`;
+  if (v instanceof Map) return `map(${v.size})`;
+  if (Array.isArray(v)) return `array(${v.length})`;
+  return String(v);
+}
+
 export interface FuzzCase {
   bytes: Uint8Array;
   /** What was done, for the failure message. */
@@ -125,7 +220,7 @@ export function fuzzCase(streams: readonly Uint8Array[], seed: number): FuzzCase
   const count = 1 + pick(3);
   for (let m = 0; m < count; m++) {
     const at = pick(fs.length + 1);
-    switch (pick(9)) {
+    switch (pick(11)) {
       case 0: {
         // bit flips near the start of a frame, where the structure is
         const i = Math.min(at, fs.length - 1);
@@ -186,6 +281,17 @@ export function fuzzCase(streams: readonly Uint8Array[], seed: number): FuzzCase
       case 7: {
         fs.splice(at, 0, hostileFrame(rand));
         mutations.push(`hostile frame at ${at}`);
+        break;
+      }
+      case 9:
+      case 10: {
+        // a request changed in meaning (twice as likely: it reaches the most code)
+        const i = Math.min(at, fs.length - 1);
+        const changed = changeMeaning(fs[i]!, rand);
+        if (changed) {
+          fs[i] = changed.bytes;
+          mutations.push(`frame ${i}: ${changed.what}`);
+        }
         break;
       }
       default: {
