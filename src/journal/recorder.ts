@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { userInfo } from "node:os";
 import { hostId } from "../lock/host-id.ts";
 import { bootId, processStartTicks } from "../lock/liveness.ts";
+import { isNoSpace, lendFromReserve } from "../repository/reserve.ts";
 import type { RepositoryActivity } from "../rpc/backend.ts";
 import type { Logger } from "../util/log.ts";
 import { alertReasons, runAlert, type AlertConfig } from "./alerts.ts";
@@ -207,7 +208,14 @@ export class SessionRecorder {
   private write(line: JournalLine, sync: boolean): void {
     if (this.broken) return;
     try {
-      appendJournal(this.repository!, line, { sync });
+      try {
+        appendJournal(this.repository!, line, { sync });
+      } catch (e) {
+        // A full disk: what happened to the repository is worth a few blocks of its reserve
+        // (a lock borrows the same way; the next writer grows it back).
+        if (!isNoSpace(e) || !lendFromReserve(this.repository!)) throw e;
+        appendJournal(this.repository!, line, { sync });
+      }
     } catch (e) {
       this.broken = true;
       const code = (e as NodeJS.ErrnoException)?.code;

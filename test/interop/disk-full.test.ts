@@ -11,7 +11,11 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { DiskFull } from "../../src/errors.ts";
+import { readJournal } from "../../src/journal/journal.ts";
+import { localUser, SessionRecorder } from "../../src/journal/recorder.ts";
 import { Repository } from "../../src/repository/repository.ts";
+import { Logger } from "../../src/util/log.ts";
 import { assertSameTree, makeSourceTree } from "../support/data.ts";
 import { biggestDataSegment, flipBit, segmentLayout } from "../support/damage.ts";
 import { BURG, borgEnv, requireBorg, run, runAsync } from "../support/env.ts";
@@ -131,6 +135,10 @@ describe.skipIf(!canMount)("a full disk, through burg serve", () => {
       expectDiskFullMessage(fuller, "put");
       expect(fuller.stderr).toContain("using the space reserve (burg/reserve)");
       expectCleanState(s.repo, committed);
+      // and the session journal still says what happened (its lines borrow from the reserve too)
+      const log = run([BURG, "log", "--json", s.repo]).stdout.trim().split("\n").map((l) => JSON.parse(l));
+      expect(log.at(-1)).toMatchObject({ outcome: "error", error: expect.stringContaining("No space left on device in repository") });
+      expect(log.at(-1).end).not.toBeNull();
 
       // Space is freed: no break-lock, no files to delete by hand.
       s.fs.unfill();
@@ -238,6 +246,31 @@ describe.skipIf(!canMount)("a full disk, through burg serve", () => {
     },
     300_000,
   );
+});
+
+describe.skipIf(!canMount)("the session journal on a full disk", () => {
+  test("its lines borrow from the space reserve, so what happened is still recorded", async () => {
+    const fs = mountSmallFs(32);
+    scope.onCleanup(() => fs.unmount());
+    const repo = join(fs.dir, "repo");
+    const r = await Repository.open(repo, { create: true, exclusive: true });
+    await r.commit();
+    r.close();
+    expect(existsSync(join(repo, "burg", "reserve"))).toBe(true);
+    expect(existsSync(join(repo, "burg", "journal.jsonl"))).toBe(false);
+    fs.fill();
+    const warnings: string[] = [];
+    const logger = new Logger();
+    logger.sink = { write: (line: string) => warnings.push(line) };
+    const rec = new SessionRecorder({ command: "serve", who: localUser(), options: {}, alert: null }, logger);
+    rec.opened(repo);
+    rec.failed("put", new DiskFull(repo, "put", "No space left on device"));
+    rec.ended({ end: "eof" });
+    expect(warnings).toEqual([]);
+    const lines = readJournal(repo);
+    expect(lines.map((l) => l.event)).toEqual(["begin", "end"]);
+    expect(lines[1]).toMatchObject({ outcome: "error", error: expect.stringContaining("No space left on device in repository") });
+  });
 });
 
 describe("the storage quota at its boundary", () => {
