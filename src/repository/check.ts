@@ -305,10 +305,10 @@ function formatPos(v: [number, number] | undefined): string {
   return v ? `(${v[0]}, ${v[1]})` : "<not found>";
 }
 
-/** Check (and with opts.repair, repair) an open repository; it must hold the exclusive lock. */
 /**
- * Check (and repair) the repository. Running out of space is DiskFull: a repair writes each
- * recovered segment to a temporary file first, so what it could not finish is left as it was.
+ * Check (and with opts.repair, repair) an open repository; it must hold the exclusive lock.
+ * Running out of space is DiskFull: a repair writes each recovered segment to a temporary file
+ * first, so what it could not finish is left as it was.
  */
 export async function checkRepository(repo: Repository, opts: CheckOptions): Promise<CheckReport> {
   try {

@@ -292,8 +292,9 @@ export class Repository implements RepositoryHandle {
   }
 
   /**
-   * Take the lock; on a file system too full to write it, give up the space reserve (burg/reserve)
-   * and try once more, so that the session can at least roll back what a failed backup left.
+   * Take the lock; on a file system too full to write it, borrow from the space reserve
+   * (burg/reserve) and try once more, so that the session can at least roll back what a failed
+   * backup left. close() gives the space back.
    */
   private async acquireLock(path: string, exclusive: boolean, lockWait: number | null): Promise<RepositoryLock> {
     try {
@@ -723,8 +724,8 @@ export class Repository implements RepositoryHandle {
     ensureReserve(this.path);
   }
 
-  /** commit() after its checks: the COMMIT, compaction, the index. Returns the transaction id. */
-  private async commitChecked(compact: boolean, threshold: number, cleanupCommits: boolean): Promise<number> {
+  /** commit() after its checks: the COMMIT, compaction, the index. */
+  private async commitChecked(compact: boolean, threshold: number, cleanupCommits: boolean): Promise<void> {
     const io = this.segIO;
     const now = Date.now();
     const pending = this.pendingHolds;
@@ -758,7 +759,6 @@ export class Repository implements RepositoryHandle {
     if (this.holdsWritten !== null) removeOlderHolds(this.path, this.holdsWritten);
     this.settleCounts(this.getIndexTransactionId());
     this.rollback();
-    return segment;
   }
 
   /**
@@ -1363,13 +1363,21 @@ export class Repository implements RepositoryHandle {
   // ---- writing ----------------------------------------------------------------------------------
 
   async put(id: Uint8Array, data: Uint8Array): Promise<void> {
+    await this.inWriteTransaction("put", () => this.putInternal(id, data));
+  }
+
+  /**
+   * A put or delete: in the open transaction (started when there is none, which may replay the
+   * log and write an index), refused after the transaction ran out of space, and DiskFull when
+   * this one does.
+   */
+  private async inWriteTransaction(during: string, op: () => void): Promise<void> {
     if (this.outOfSpace) throw this.outOfSpace;
     try {
-      // (starting the transaction may replay the log and write an index)
       if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
-      this.putInternal(id, data);
+      op();
     } catch (e) {
-      if (isNoSpace(e)) throw this.ranOutOfSpace(e, "put");
+      if (isNoSpace(e)) throw this.ranOutOfSpace(e, during);
       throw e;
     }
   }
@@ -1411,15 +1419,7 @@ export class Repository implements RepositoryHandle {
   }
 
   async delete(id: Uint8Array): Promise<void> {
-    if (this.outOfSpace) throw this.outOfSpace;
-    try {
-      // (starting the transaction may replay the log and write an index)
-      if (!this.activeTxn) await this.prepareTxn(await this.getTransactionId());
-      this.deleteObject(id);
-    } catch (e) {
-      if (isNoSpace(e)) throw this.ranOutOfSpace(e, "delete");
-      throw e;
-    }
+    await this.inWriteTransaction("delete", () => this.deleteObject(id));
   }
 
   private deleteObject(id: Uint8Array): void {

@@ -10,12 +10,12 @@
 // is written again once there is room). Plain borg ignores burg/; a local `borg compact` leaves it.
 
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, renameSync, statSync, statfsSync, truncateSync, unlinkSync, constants as fsc } from "node:fs";
+import { closeSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, renameSync, statSync, statfsSync, truncateSync, unlinkSync, constants as fsc } from "node:fs";
 import { join } from "node:path";
 import { isErrno, syncDir, writeAll } from "../util/fs.ts";
 import { BURG_DIR } from "./holds.ts";
 
-export const RESERVE_BYTES = 1024 * 1024;
+const RESERVE_BYTES = 1024 * 1024;
 const RESERVE_FILE = "reserve";
 /** The reserve is only written when it leaves at least this much free beside it. */
 const RESERVE_HEADROOM = 16 * RESERVE_BYTES;
@@ -32,10 +32,6 @@ export function isNoSpace(e: unknown): boolean {
 /** The strerror text of an isNoSpace error. */
 export function noSpaceReason(e: unknown): string {
   return isErrno(e, "EDQUOT") ? "Disk quota exceeded" : "No space left on device";
-}
-
-export function hasReserve(repository: string): boolean {
-  return existsSync(reservePath(repository));
 }
 
 /** What one lock that failed for want of space takes from the reserve (a lock needs a few blocks). */

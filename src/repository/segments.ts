@@ -248,8 +248,10 @@ export class SegmentStore {
     }
   }
 
-  /** Fill `buf` from `position` of a segment (short at its end); returns the bytes read. */
-  /** `entry`: the offset of the entry being read, for the message when the medium fails. */
+  /**
+   * Fill `buf` from `position` of a segment (short at its end); returns the bytes read. `entry`:
+   * the offset of the entry being read, for the message when the medium fails.
+   */
   private readInto(segment: number, position: number, buf: Uint8Array, entry = position): number {
     if (segment === this.segment && this.writeFd !== null) this.flushWrites();
     try {
