@@ -7,6 +7,9 @@ import { BurgError, EXIT_ERROR, EXIT_SUCCESS } from "./errors.ts";
 import { COMMIT, VERSION } from "./version.ts";
 import { log } from "./util/log.ts";
 import { buildCli } from "./cli.ts";
+import { isMainThread } from "node:worker_threads";
+import { socketWorkerMain } from "./commands/socket-worker.ts";
+import { setWorkerEntry } from "./util/worker-entry.ts";
 
 export async function main(argv: string[]): Promise<number> {
   const cli = buildCli();
@@ -51,7 +54,11 @@ function reportError(e: unknown): number {
   return EXIT_ERROR;
 }
 
-if (import.meta.main) {
+if (!isMainThread) {
+  // a worker thread of `burg socket`, started with this file as its entry point
+  socketWorkerMain();
+} else if (import.meta.main) {
+  setWorkerEntry(import.meta.url);
   const code = await main(process.argv.slice(2));
   process.exit(code);
 }

@@ -32,7 +32,7 @@ import { SshProcess } from "../ssh/process.ts";
 import { REMOTE_COMMAND, remoteScript, scriptPreamble } from "../ssh/remote-script.ts";
 import { SocketServer } from "../transport/socket-server.ts";
 import { MAX_SOCKET_PATH_BYTES } from "../transport/socket-paths.ts";
-import { createSocketListener } from "../transport/unix-listener.ts";
+import { createSocketListener, streamEvents } from "../transport/unix-listener.ts";
 import { log } from "../util/log.ts";
 import { borgmaticArgv, parsePullArgv, pullRepoUrl, readLocalFile, type PullArgs } from "./pull-args.ts";
 import { applyServeSettings, serveContext, type Env } from "./serve-options.ts";
@@ -152,10 +152,10 @@ export async function runPull(args: PullArgs, io: PullIO): Promise<number> {
     });
     const listener = await createSocketListener(
       { path: join(dir, "pull.sock"), mode: 0o600, gid: null, pidFile: null },
-      {
-        onConnection: (stream) => server.accept(stream),
-        onAcceptError: (message) => log.error(`burg pull: ${message}`),
-      },
+      streamEvents(
+        (stream) => server.accept(stream),
+        (message) => log.error(`burg pull: ${message}`),
+      ),
     );
     const remoteSocket = `/tmp/burg-pull-${randomBytes(12).toString("hex")}.sock`;
     const script = remoteScript({

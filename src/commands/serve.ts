@@ -23,6 +23,8 @@ import {
 } from "../rpc/policy.ts";
 import type { SessionConfig } from "../rpc/session.ts";
 import { serveStdio } from "../transport/stdio.ts";
+import { handOverToDaemon } from "../transport/hand-over-client.ts";
+import { resolve } from "node:path";
 import { log, type LevelName } from "../util/log.ts";
 import { parseFileSize } from "../util/size.ts";
 import { parseDuration } from "../util/duration.ts";
@@ -49,6 +51,8 @@ export interface ServeCliOptions {
   alertManifestShrink?: string;
   /** The last of --critical/--error/--warning/--info/-v/--verbose/--debug, as argparse keeps it. */
   logLevel?: LevelName;
+  /** Hand the connection to the `burg socket` daemon at this path when one runs. */
+  daemonSocket?: string;
 }
 
 /** Everything `burg serve` decided from its command line and environment. */
@@ -80,6 +84,7 @@ const VALUE_OPTIONS: Record<string, { key: keyof ServeCliOptions; list: boolean 
   "--alert-command": { key: "alertCommand", list: false },
   "--alert-delete-share": { key: "alertDeleteShare", list: false },
   "--alert-manifest-shrink": { key: "alertManifestShrink", list: false },
+  "--daemon-socket": { key: "daemonSocket", list: false },
   // borg common options with a value that serve accepts and ignores
   "--remote-path": null,
   "--rsh": null,
@@ -248,8 +253,64 @@ export interface ServeIO {
   serve(config: SessionConfig): Promise<number>;
 }
 
+/**
+ * --daemon-socket: pass stdin/stdout/stderr, this command line and environment to the daemon
+ * and wait for the session's exit status. null when the session was not handed over (no
+ * daemon, a refusal, ...): then this process serves it.
+ */
+async function tryHandOver(path: string, settings: ServeSettings, io: ServeIO): Promise<number | null> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(io.env)) if (v !== undefined) env[k] = v;
+  const signals: Array<[NodeJS.Signals, number]> = [
+    ["SIGTERM", 15],
+    ["SIGHUP", 1],
+    ...(process.stdin.isTTY ? ([["SIGINT", 2]] as Array<[NodeJS.Signals, number]>) : []),
+  ];
+  let stop: ((code: number) => void) | null = null;
+  let signalled: number | null = null;
+  const handlers = signals.map(([name, num]) => {
+    const handler = () => {
+      signalled ??= 128 + num;
+      stop?.(128 + num);
+    };
+    process.on(name, handler);
+    return [name, handler] as const;
+  });
+  const ignoreInterrupt = () => {};
+  if (!process.stdin.isTTY) process.on("SIGINT", ignoreInterrupt);
+  try {
+    const r = await handOverToDaemon(
+      resolve(io.cwd, path),
+      { argv: io.argv.slice(2), env, cwd: io.cwd, pid: process.pid, umask: settings.umask },
+      {
+        uid: process.getuid?.() ?? 0,
+        onRunning: (abort) => {
+          stop = abort;
+          if (signalled !== null) abort(signalled);
+        },
+      },
+    );
+    if (r.handedOver) {
+      if (r.lost !== undefined) log.error(`${r.lost}; its session was cut off`);
+      return r.exitCode;
+    }
+    if (signalled !== null) return signalled;
+    log.log(r.level === "debug" ? "DEBUG" : r.level === "info" ? "INFO" : "WARNING", `not handed over: ${r.reason}; serving the session here`);
+    return null;
+  } finally {
+    for (const [name, handler] of handlers) process.off(name, handler);
+    process.off("SIGINT", ignoreInterrupt);
+  }
+}
+
 export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<number> {
   const settings = serveSettings(options, io.env);
+  if (options.daemonSocket !== undefined) {
+    log.serveText = true;
+    log.setLevel(settings.logLevel);
+    const code = await tryHandOver(options.daemonSocket, settings, io);
+    if (code !== null) return code;
+  }
   process.umask(settings.umask);
   log.json = false;
   log.serveText = true;
@@ -347,6 +408,7 @@ export function register(cli: CAC): void {
     .option("--upload-buffer <mib>", "(accepted for borg compatibility, no effect)")
     .option("--remote-buffer <mib>", "(accepted for borg compatibility, no effect)")
     .option("--debug-profile <file>", "(accepted for borg compatibility, no effect)")
+    .option("--daemon-socket <path>", "hand the connection to the `burg socket` daemon listening at PATH (same user or root), with these restrictions; serve it here when none runs")
     .example("  command=\"burg serve --restrict-to-repository /srv/borg/alice --permissions no-delete\",restrict ssh-ed25519 AAAA...")
     .action(function (this: CAC) {
       // cac has validated the options; their values are taken from the raw words.

@@ -16,10 +16,12 @@ import { resolve } from "node:path";
 import { UsageError } from "../errors.ts";
 import { openRepository } from "../repository/repository.ts";
 import type { OpenRepository } from "../rpc/backend.ts";
-import { SocketServer } from "../transport/socket-server.ts";
 import { checkSocketPath, defaultSocketPath, formatMode, parseMode, pidFileFor } from "../transport/socket-paths.ts";
 import { checkListenFds, listenFds, unsetListenEnv } from "../transport/systemd.ts";
-import { adoptListeningSockets, createSocketListener, type Listener } from "../transport/unix-listener.ts";
+import { adoptListeningSockets, createSocketListener, type Listener, type ListenerEvents } from "../transport/unix-listener.ts";
+import { availableParallelism } from "node:os";
+import { closeFd } from "../util/unix-socket.ts";
+import { SessionPool } from "./socket-pool.ts";
 import { log } from "../util/log.ts";
 import { peerCredentials } from "../util/libc.ts";
 import { prometheus, repositoryStatus, type RepositoryStatus } from "../journal/status.ts";
@@ -37,11 +39,21 @@ export interface SocketCliOptions {
   shutdownTimeout?: string;
   metricsListen?: string;
   metricsRepository: string[];
+  workers?: string;
+}
+
+/** --workers N, or one worker per CPU the process may use. */
+export function workerCount(text: string | undefined): number {
+  if (text === undefined) return Math.max(1, availableParallelism());
+  if (!/^[0-9]+$/.test(text.trim()) || parseInt(text, 10) < 1 || parseInt(text, 10) > 1024) {
+    throw new UsageError(`argument --workers: expected a number from 1 to 1024: '${text}'`);
+  }
+  return parseInt(text, 10);
 }
 
 /** Read the options from the words after the program name. */
 export function parseSocketArgv(argv: readonly string[]): SocketCliOptions {
-  const raw = rawOptions(argv, ["--socket", "--pid-file", "--mode", "--group", "--max-sessions", "--shutdown-timeout", "--metrics-listen"]);
+  const raw = rawOptions(argv, ["--socket", "--pid-file", "--mode", "--group", "--max-sessions", "--shutdown-timeout", "--metrics-listen", "--workers"]);
   const metricsRepository: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const w = argv[i]!;
@@ -59,6 +71,7 @@ export function parseSocketArgv(argv: readonly string[]): SocketCliOptions {
     shutdownTimeout: raw.get("--shutdown-timeout"),
     metricsListen: raw.get("--metrics-listen"),
     metricsRepository,
+    workers: raw.get("--workers"),
   };
 }
 
@@ -130,26 +143,40 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
   const fds = listenFds(io.env, io.pid);
   applyServeSettings(ctx.settings);
 
-  const server = new SocketServer({
-    session: ctx.session,
-    logger: log,
-    name: "burg socket",
+  const workers = workerCount(options.workers);
+  const pool = await SessionPool.start({
+    workers,
+    argv: io.argv.slice(2),
+    env: io.env,
+    cwd: io.cwd,
+    pid: io.pid,
+    uid: io.uid,
     maxSessions,
-    observe: (stream, logger) => {
-      const peer = stream.fd === undefined ? null : peerCredentials(stream.fd);
-      return ctx.recorder(peer === null ? {} : { peer }, (path) => served.add(path))(logger);
-    },
+    logger: log,
+    onOpened: (path) => served.add(path),
   });
   // Listen for stop requests before the socket exists: a signal during start-up must not kill
   // the process with the socket file left behind.
   let stopping = false;
   const stopRequest = io.stopRequested(() => {
-    if (stopping) server.abortAll("second stop request");
+    if (stopping) pool.abortAll("second stop request");
   });
   let fatalAccept: ((reason: string) => void) | null = null;
   const fatalAcceptPromise = new Promise<string>((resolve) => (fatalAccept = resolve));
-  const events = {
-    onConnection: (stream: Parameters<SocketServer["accept"]>[0]) => server.accept(stream),
+  const events: ListenerEvents = {
+    onConnection: (fd) => pool.connection(fd),
+    onHandOver(fd, fds, frame) {
+      const peer = peerCredentials(fd);
+      if (peer === null || (peer.uid !== io.uid && peer.uid !== 0)) {
+        log.warning(
+          `burg socket: hand-over refused: it comes from ${peer === null ? "an unknown process" : `PID ${peer.pid}, uid ${peer.uid}`}; only uid ${io.uid} and root may hand over sessions`,
+        );
+        for (const f of [...fds, fd]) closeFd(f);
+        return;
+      }
+      pool.handOver(fd, fds, frame);
+    },
+    onBadHandOver: (reason) => log.warning(`burg socket: broken hand-over: ${reason}`),
     onAcceptError(message: string, fatal: boolean) {
       log.error(`burg socket: ${message}${fatal ? "; no longer accepting connections" : ""}`);
       if (fatal) fatalAccept?.(message);
@@ -171,6 +198,7 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
   const limits = [
     fds === null ? `mode ${formatMode(mode)}${gid !== null ? `, group ${gid}` : ""}` : null,
     maxSessions !== null ? `at most ${maxSessions} sessions` : null,
+    `${workers} worker${workers === 1 ? "" : "s"}`,
     `permissions ${ctx.settings.policy.permissions}`,
   ].filter((x) => x !== null);
   io.notice(`burg socket: PID ${io.pid}, listening on ${listener.description} (${limits.join(", ")})`);
@@ -181,6 +209,7 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
       metrics = serveMetrics(metricsAddress, () => [...served].sort());
     } catch (e) {
       await listener.close();
+      await pool.shutdown(0);
       throw new UsageError(`argument --metrics-listen: cannot listen on ${options.metricsListen}: ${(e as Error).message}`);
     }
     io.notice(`burg socket: metrics on http://${metricsAddress.hostname.includes(":") ? `[${metricsAddress.hostname}]` : metricsAddress.hostname}:${metricsAddress.port}/metrics`);
@@ -191,8 +220,9 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
   stopping = true;
   io.notice(`burg socket: ${reason}; not accepting new connections`);
   await listener.close();
-  await server.shutdown(shutdownTimeout);
-  io.notice(`burg socket: stopped (${server.ended.eof} sessions ended normally, ${server.ended.aborted} aborted, ${server.ended["connection-lost"]} lost, ${server.ended["io-error"]} failed)`);
+  await pool.shutdown(shutdownTimeout);
+  const ended = pool.ended;
+  io.notice(`burg socket: stopped (${ended.eof} sessions ended normally, ${ended.aborted} aborted, ${ended["connection-lost"]} lost, ${ended["io-error"]} failed)`);
   return 0;
 }
 
@@ -268,6 +298,7 @@ export function register(cli: CAC): void {
     .option("--mode <mode>", "permission bits of the socket (octal, default 0600)")
     .option("--group <group>", "group owning the socket (name or number); use with --mode 0660")
     .option("--max-sessions <n>", "serve at most N sessions at once; further connections are closed and logged")
+    .option("--workers <n>", "serve sessions on N worker threads (default: one per CPU)")
     .option("--shutdown-timeout <seconds>", `on SIGTERM/SIGINT wait this long for sessions to finish (default ${DEFAULT_SHUTDOWN_TIMEOUT})`)
     .option("--metrics-listen <[host:]port>", "serve `burg status --prometheus` of the repositories at http://HOST:PORT/metrics (HOST: localhost)")
     .option("--metrics-repository <path>", "a repository to report on /metrics before any session opened it (repeatable)", { type: [String] });

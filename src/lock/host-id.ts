@@ -195,7 +195,11 @@ export function resetHostIdCache(): void {
   cached = null;
 }
 
-/** This process's (host id, pid, thread id) tuple; the thread id is always 0, as in borg 1.2. */
+/**
+ * This process's (host id, pid, thread id) tuple; the thread id is always 0, as in borg 1.2:
+ * borg never takes a holder with another thread id for stale. `burg socket`'s worker threads
+ * therefore hold their locks through the main thread (lock.ts, remote holders).
+ */
 export function processId(): ProcessId {
   return [hostId(), process.pid, 0];
 }

@@ -15,14 +15,21 @@
 // timeout, at most 60 s, or 1 s when waiting forever), waiting for readers to leave with 0.2 s
 // sleeps. Waiting for another session of this process needs no polling; it is woken directly.
 //
+// Worker threads (`burg socket`): the slots of a process must be one set, but every thread has
+// its own copy of this module. So a thread that is not the main thread holds its locks through
+// the main thread's slots (remote holders, at the end of this file): acquire and upgrade are
+// requests answered by the main thread, downgrade and release are messages that need no
+// answer (their order is kept), and gotExclusiveLock reads the lock files itself.
+//
 // Release is synchronous and never throws, so exit paths and signal handlers can call it (and
 // releaseAllLocks()). Releasing a shared lock needs lock.exclusive for a moment; that wait is
 // bounded (RELEASE_WAIT_*) and, when it fails, retried in the background: the leftover roster
 // entry names a live process, so nobody else would remove it.
 
 import { realpathSync } from "node:fs";
+import { isMainThread } from "node:worker_threads";
 import { resolve } from "node:path";
-import { LockError, LockTimeout } from "../errors.ts";
+import { LockError, LockErrorT, LockFailed, LockTimeout } from "../errors.ts";
 import { log } from "../util/log.ts";
 import { EXCLUSIVE, EXCLUSIVE_SUFFIX, ROSTER_SUFFIX, SHARED, lockBasePath, uniqueName } from "./format.ts";
 import type { LockRecord, ProcessId, RosterKey } from "./format.ts";
@@ -386,6 +393,8 @@ function installExitHook(): void {
 export class RepositoryLock {
   /** `<repo>/lock`, absolute: the prefix of lock.exclusive and lock.roster. */
   readonly path: string;
+  /** The repository, absolute. */
+  readonly repository: string;
   readonly id: ProcessId;
   readonly timeout: number | null;
   readonly sleep: number | null;
@@ -396,7 +405,8 @@ export class RepositoryLock {
 
   constructor(repoPath: string, opts: LockOptions) {
     if (opts.timeout !== null && !(opts.timeout >= 0)) throw new RangeError("timeout must be >= 0");
-    this.path = lockBasePath(resolve(repoPath));
+    this.repository = resolve(repoPath);
+    this.path = lockBasePath(this.repository);
     this.id = opts.id ?? processId();
     this.timeout = opts.timeout;
     this.sleep = opts.sleep ?? null;
@@ -410,6 +420,13 @@ export class RepositoryLock {
   /** Take the lock in the mode given to the constructor; LockTimeout when the wait runs out. */
   async acquire(): Promise<this> {
     if (this.held !== "none") return this;
+    if (remote !== null) {
+      const epoch = this.epoch;
+      await remote.request(this, this.exclusiveMode ? "exclusive" : "shared");
+      if (this.epoch !== epoch) throw new LockError(this.path);
+      this.held = this.exclusiveMode ? "exclusive" : "shared";
+      return this;
+    }
     installExitHook();
     const slot = this.slot();
     slot.reporter.reset();
@@ -433,6 +450,14 @@ export class RepositoryLock {
       await this.acquire();
       return;
     }
+    if (remote !== null) {
+      const epoch = this.epoch;
+      await remote.request(this, "upgrade");
+      if (this.epoch !== epoch) throw new LockError(this.path);
+      this.held = "exclusive";
+      this.exclusiveMode = true;
+      return;
+    }
     const slot = this.slot();
     slot.reporter.reset();
     const epoch = this.epoch;
@@ -448,7 +473,8 @@ export class RepositoryLock {
       if (this.held === "none") this.exclusiveMode = false;
       return;
     }
-    this.slot().downgrade(this);
+    if (remote !== null) remote.send(this, "downgrade");
+    else this.slot().downgrade(this);
     this.held = "shared";
     this.exclusiveMode = false;
   }
@@ -456,6 +482,10 @@ export class RepositoryLock {
   /** borg's got_exclusive_lock(): exclusive, and lock.exclusive really holds our name. */
   gotExclusiveLock(): boolean {
     if (this.held !== "exclusive") return false;
+    if (remote !== null) {
+      const excl = new ExclusiveLockDir(this.path + EXCLUSIVE_SUFFIX, this.id, null, new Reporter());
+      return excl.isLocked() && excl.byMe();
+    }
     const slot = slots.get(canonicalBase(this.path) + "\0" + uniqueName(this.id));
     return slot !== undefined && slot.excl.isLocked() && slot.excl.byMe();
   }
@@ -475,6 +505,10 @@ export class RepositoryLock {
     this.epoch++;
     const wasHeld = this.held !== "none";
     this.held = "none";
+    if (remote !== null) {
+      remote.send(this, "release");
+      return;
+    }
     const slot = slots.get(canonicalBase(this.path) + "\0" + uniqueName(this.id));
     if (slot === undefined) return;
     if (wasHeld || slot.shared.has(this) || slot.exclusive === this) slot.leave(this, this.timeout);
@@ -486,6 +520,10 @@ export class RepositoryLock {
     const reporter = new Reporter();
     new Roster(this.path + ROSTER_SUFFIX, this.id, null, reporter).remove();
     new ExclusiveLockDir(this.path + EXCLUSIVE_SUFFIX, this.id, null, reporter).breakLock();
+    if (remote !== null) {
+      remote.send(this, "forget");
+      return;
+    }
     const prefix = canonicalBase(this.path) + "\0";
     for (const slot of [...slots.values()]) {
       if (!slot.key.startsWith(prefix)) continue;
@@ -506,6 +544,7 @@ export class RepositoryLock {
  * Acquires still waiting are cancelled.
  */
 export function releaseAllLocks(): void {
+  if (remote !== null) remote.releaseAll();
   for (const slot of [...slots.values()]) {
     try {
       slot.releaseNow();
@@ -521,4 +560,121 @@ export function heldLockCount(): number {
   let n = 0;
   for (const slot of slots.values()) if (slot.disk !== "none") n++;
   return n;
+}
+
+// --- remote holders: the locks of worker threads, held by the main thread's slots
+
+/** What a worker asks of the main thread. */
+export type LockRequest =
+  | { kind: "lock"; op: "shared" | "exclusive" | "upgrade"; holder: number; req: number; repository: string; timeout: number | null; sleep: number | null }
+  | { kind: "lock"; op: "downgrade" | "release" | "forget"; holder: number; repository: string }
+  | { kind: "lock"; op: "release-all" };
+
+/** The main thread's answer to an acquire or upgrade. */
+export type LockReply = { kind: "lock-reply"; req: number; error: null | { name: string; args: string[] } };
+
+interface RemoteLocks {
+  request(lock: RepositoryLock, op: "shared" | "exclusive" | "upgrade"): Promise<void>;
+  send(lock: RepositoryLock, op: "downgrade" | "release" | "forget"): void;
+  releaseAll(): void;
+}
+
+let remote: RemoteLocks | null = null;
+
+function lockErrorFrom(e: { name: string; args: string[] }): Error {
+  const [path = "", reason = ""] = e.args;
+  switch (e.name) {
+    case "LockTimeout":
+      return new LockTimeout(path);
+    case "LockFailed":
+      return new LockFailed(path, reason);
+    case "LockErrorT":
+      return new LockErrorT(path);
+    default:
+      return new LockError(path);
+  }
+}
+
+/**
+ * In a worker thread: hold every lock through the main thread. `post` sends a message to it;
+ * the returned function takes its LockReply messages.
+ */
+export function useMainThreadLocks(post: (m: LockRequest) => void): (reply: LockReply) => void {
+  if (isMainThread) throw new Error("the main thread holds its locks itself");
+  const holders = new WeakMap<RepositoryLock, number>();
+  let nextHolder = 1;
+  let nextReq = 1;
+  const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  const holderOf = (lock: RepositoryLock) => {
+    let h = holders.get(lock);
+    if (h === undefined) holders.set(lock, (h = nextHolder++));
+    return h;
+  };
+  remote = {
+    request(lock, op) {
+      const req = nextReq++;
+      return new Promise<void>((resolve, reject) => {
+        pending.set(req, { resolve, reject });
+        post({ kind: "lock", op, holder: holderOf(lock), req, repository: lock.repository, timeout: lock.timeout, sleep: lock.sleep });
+      });
+    },
+    send(lock, op) {
+      post({ kind: "lock", op, holder: holderOf(lock), repository: lock.repository });
+    },
+    releaseAll() {
+      post({ kind: "lock", op: "release-all" });
+    },
+  };
+  return (reply) => {
+    const p = pending.get(reply.req);
+    if (p === undefined) return;
+    pending.delete(reply.req);
+    if (reply.error === null) p.resolve();
+    else p.reject(lockErrorFrom(reply.error));
+  };
+}
+
+/**
+ * On the main thread: serve one worker's lock requests with this thread's slots. `reply`
+ * answers acquires and upgrades. Returns the handler for that worker's LockRequests, and
+ * `releaseAll` for when the worker is gone.
+ */
+export function serveWorkerLocks(reply: (r: LockReply) => void): { handle(m: LockRequest): void; releaseAll(): void } {
+  const locks = new Map<number, RepositoryLock>();
+  const releaseAll = () => {
+    for (const l of locks.values()) l.release();
+    locks.clear();
+  };
+  return {
+    releaseAll,
+    handle(m) {
+      if (m.op === "release-all") return releaseAll();
+      let lock = locks.get(m.holder);
+      if (m.op === "shared" || m.op === "exclusive" || m.op === "upgrade") {
+        if (lock === undefined || m.op !== "upgrade") {
+          lock = new RepositoryLock(m.repository, { exclusive: m.op === "exclusive" || m.op === "upgrade", timeout: m.timeout, sleep: m.sleep });
+          locks.set(m.holder, lock);
+        }
+        const l = lock;
+        (m.op === "upgrade" ? l.upgrade() : l.acquire().then(() => undefined)).then(
+          () => reply({ kind: "lock-reply", req: m.req, error: null }),
+          (e: unknown) => {
+            const err = e as { name?: string; borgArgs?: unknown[] };
+            const args = Array.isArray(err.borgArgs) ? err.borgArgs.map(String) : [lockBasePath(m.repository)];
+            reply({ kind: "lock-reply", req: m.req, error: { name: String(err.name ?? "LockError"), args } });
+          },
+        );
+        return;
+      }
+      if (lock === undefined) return;
+      if (m.op === "downgrade") lock.downgrade();
+      else if (m.op === "release") {
+        lock.release();
+        locks.delete(m.holder);
+      } else if (m.op === "forget") {
+        lock.breakLock();
+        locks.delete(m.holder);
+      }
+    },
+  };
 }

@@ -14,6 +14,52 @@
 import { read, writev } from "node:fs";
 import type { SessionStream } from "../rpc/session.ts";
 import { StreamIoError } from "../util/io-errors.ts";
+import { growPipe } from "../util/libc.ts";
+import { closeFd, setNonBlocking } from "../util/unix-socket.ts";
+
+const PIPE_SIZE = 1 << 20;
+const BULK = 256 * 1024;
+
+/**
+ * Big objects cross pipes in 64 KiB steps by default, each read or write a round trip through
+ * the event loop or the I/O thread pool; 1 MiB pipes (the unprivileged maximum) cut that
+ * 16-fold. The pipes are grown once a session has moved BULK bytes, so that short sessions (and
+ * start-up) do not pay for loading fcntl through bun:ffi. Sockets and terminals are left alone.
+ */
+export function growingPipes<S extends SessionStream>(stream: S, fds: number[]): S {
+  let moved = 0;
+  const count = (n: number) => {
+    if (moved >= BULK) return;
+    moved += n;
+    if (moved >= BULK) for (const fd of fds) growPipe(fd, PIPE_SIZE);
+  };
+  const write = stream.write.bind(stream);
+  const wrapped: Partial<SessionStream> = {
+    write: (data: Uint8Array, written?: () => void) => {
+      count(data.length);
+      return write(data, written);
+    },
+  };
+  if (stream.read) {
+    const read = stream.read.bind(stream);
+    wrapped.read = async (buf: Uint8Array) => {
+      const n = await read(buf);
+      count(n);
+      return n;
+    };
+  } else {
+    const source = stream.readable;
+    wrapped.readable = {
+      async *[Symbol.asyncIterator]() {
+        for await (const chunk of source) {
+          count(chunk.length);
+          yield chunk;
+        }
+      },
+    };
+  }
+  return Object.defineProperties(stream, Object.getOwnPropertyDescriptors(wrapped));
+}
 
 /** Queued reply bytes above which write() waits for the queue to drain (backpressure). */
 const HIGH_WATER_MARK = 4 << 20;
@@ -48,7 +94,26 @@ export type WritevFn = (
   cb: (err: NodeJS.ErrnoException | null, written: number) => void,
 ) => void;
 
-export function fdSessionStream(inFd: number, outFd: number, writevFn: WritevFn = writev): SessionStream {
+/**
+ * A session stream on descriptors. By default the input is read with read(2) calls in the
+ * thread pool, which suits one session per process (`burg serve` on blocking stdio). A process
+ * that serves many sessions on pipes must not do that: every blocking read holds a pool thread
+ * while its client is quiet, and a few of them starve all file I/O of the process. With
+ * `nonBlocking` both descriptors are made non-blocking, the input is read by Bun's event loop,
+ * and `close()` stops that reader and closes both descriptors.
+ */
+export function fdSessionStream(
+  inFd: number,
+  outFd: number,
+  writevFn: WritevFn = writev,
+  opts: { nonBlocking?: boolean } = {},
+): SessionStream & { close(): Promise<void> } {
+  if (opts.nonBlocking) {
+    setNonBlocking(inFd);
+    setNonBlocking(outFd);
+  }
+  let reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> | null = null;
+  let closed = false;
   let queue: Uint8Array[] = [];
   /** written() callbacks of the queued chunks, by position. */
   let callbacks: Array<(() => void) | undefined> = [];
@@ -146,10 +211,42 @@ export function fdSessionStream(inFd: number, outFd: number, writevFn: WritevFn 
       settle();
     });
 
+  const eventLoopInput = (): AsyncIterable<Uint8Array> => {
+    const r = (reader ??= Bun.file(inFd).stream().getReader() as ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>>);
+    return {
+      async *[Symbol.asyncIterator]() {
+        for (;;) {
+          const { value, done } = await r.read();
+          if (done) return;
+          if (value.length > 0) yield value;
+        }
+      },
+    };
+  };
   return {
-    read: (buf: Uint8Array) => readFd(inFd, buf),
+    ...(opts.nonBlocking ? {} : { read: (buf: Uint8Array) => readFd(inFd, buf) }),
     get readable(): AsyncIterable<Uint8Array> {
+      if (opts.nonBlocking) return eventLoopInput();
       return Bun.file(inFd).stream() as unknown as AsyncIterable<Uint8Array>;
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      // Bun's reader must let go of the descriptor before it is closed: a closed number can
+      // come back as another file, which the reader would then poll.
+      try {
+        await reader?.cancel();
+      } catch {
+        // already done
+      }
+      reader = null;
+      for (const fd of new Set([inFd, outFd])) {
+        try {
+          closeFd(fd);
+        } catch {
+          // not open
+        }
+      }
     },
     async write(data: Uint8Array, written?: () => void): Promise<void> {
       if (failure !== null) throw failure;

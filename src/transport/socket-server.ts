@@ -17,9 +17,9 @@
 // reads it, so the JSON switch is ignored.
 
 import { releaseAllLocks } from "../lock/lock.ts";
-import { Session, type SessionConfig, type SessionObserver, type SessionResult } from "../rpc/session.ts";
+import { Session, type SessionConfig, type SessionObserver, type SessionResult, type SessionStream } from "../rpc/session.ts";
 import { LEVELS, Logger, type LevelName, type LogSink } from "../util/log.ts";
-import type { SocketStream } from "./socket-stream.ts";
+import { SocketStream } from "./socket-stream.ts";
 
 /** A session's logger: text lines with a connection tag, whatever the session asks for. */
 export class ConnectionLogger extends Logger {
@@ -67,7 +67,7 @@ const REFUSE_GRACE_MS = 5000;
  * could not tell this refusal from a stale socket. After that it sees an unanswered close
  * (`burg connect` says so on stderr).
  */
-async function closeUnanswered(stream: SocketStream): Promise<void> {
+async function closeUnanswered(stream: SessionStream & { end(): Promise<void> }): Promise<void> {
   const input = stream.readable[Symbol.asyncIterator]();
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
@@ -83,7 +83,7 @@ async function closeUnanswered(stream: SocketStream): Promise<void> {
 interface Running {
   id: number;
   session: Session;
-  stream: SocketStream;
+  stream: { destroy(): void };
   done: Promise<void>;
   started: number;
 }
@@ -107,13 +107,31 @@ export class SocketServer {
     return this.options.logger;
   }
 
-  /** Take over one accepted connection. Returns at once; the session runs on its own. */
-  accept(stream: SocketStream): void {
-    const id = this.nextId++;
-    if (this.stopping) {
-      this.log.info(`${this.options.name}: connection ${id} closed: shutting down`);
+  /**
+   * Take over one accepted connection. Returns at once; the session runs on its own. By default
+   * it gets the server's session configuration and a connection logger; `opts` lets a caller
+   * that decides these itself (`burg socket`'s workers: the number across all workers, a
+   * hand-over's own restrictions and log) pass them, and learn how the session ended.
+   */
+  accept(
+    stream: SessionStream & { end(): Promise<void>; destroy(): void },
+    opts: {
+      id?: number;
+      /** Sessions running in the whole server, this one included (for the log line). */
+      running?: number;
+      session?: Omit<SessionConfig, "logger">;
+      logger?: Logger;
+      /** The connection is refused with this reason (counted and logged by the caller). */
+      refuse?: string;
+      onEnd?(result: SessionResult | null): void;
+    } = {},
+  ): { abort(reason: string): void } | null {
+    const id = opts.id ?? this.nextId++;
+    if (opts.refuse !== undefined || this.stopping) {
+      if (opts.refuse === undefined) this.log.info(`${this.options.name}: connection ${id} closed: shutting down`);
+      opts.onEnd?.(null);
       void closeUnanswered(stream);
-      return;
+      return null;
     }
     const max = this.options.maxSessions;
     if (max !== null && this.running.size >= max) {
@@ -121,19 +139,29 @@ export class SocketServer {
       this.log.warning(
         `${this.options.name}: connection ${id} refused: ${this.running.size} sessions are running (--max-sessions ${max}); the client sees the connection closed`,
       );
+      opts.onEnd?.(null);
       void closeUnanswered(stream);
-      return;
+      return null;
     }
     const tag = `[connection ${id}]`;
-    const logger = new ConnectionLogger(tag, this.log);
+    const logger = opts.logger ?? new ConnectionLogger(tag, this.log);
     const observe = this.options.observe;
-    const session = new Session({ ...this.options.session, logger, ...(observe ? { observe: (l: Logger) => observe(stream, l) } : {}) });
+    const config = opts.session ?? this.options.session;
+    const session = new Session({
+      ...config,
+      logger,
+      ...(opts.session === undefined && observe && stream instanceof SocketStream ? { observe: (l: Logger) => observe(stream, l) } : {}),
+    });
     const started = Date.now();
-    this.log.info(`${this.options.name}: connection ${id} accepted (${this.running.size + 1} running)`);
+    this.log.info(`${this.options.name}: connection ${id} accepted (${opts.running ?? this.running.size + 1} running)`);
+    let result: SessionResult | null = null;
     const done = session
       .run(stream)
       .then(
-        (result) => this.finished(id, result, started),
+        (r) => {
+          result = r;
+          this.finished(id, r, started);
+        },
         (e: unknown) => {
           this.log.error(`${tag} session failed: ${(e as Error)?.stack ?? String(e)}`);
         },
@@ -141,9 +169,16 @@ export class SocketServer {
       .then(() => stream.end())
       .finally(() => {
         this.running.delete(id);
+        opts.onEnd?.(result);
         if (this.running.size === 0) for (const w of this.idleWaiters.splice(0)) w();
       });
     this.running.set(id, { id, session, stream, done, started });
+    return {
+      abort(reason: string) {
+        session.abort(reason);
+        stream.destroy();
+      },
+    };
   }
 
   private finished(id: number, result: SessionResult, started: number): void {

@@ -10,12 +10,8 @@
 // ignore it ourselves. Typed at a terminal, Ctrl-C ends the session.
 
 import { releaseAllLocks } from "../lock/lock.ts";
-import { Session, type SessionConfig, type SessionStream } from "../rpc/session.ts";
-import { fdSessionStream } from "./fd-stream.ts";
-import { growPipe } from "../util/libc.ts";
-
-const PIPE_SIZE = 1 << 20;
-const BULK = 256 * 1024;
+import { Session, type SessionConfig } from "../rpc/session.ts";
+import { fdSessionStream, growingPipes } from "./fd-stream.ts";
 
 const SIGNALS: Array<[NodeJS.Signals, number]> = [
   ["SIGTERM", 15],
@@ -36,34 +32,6 @@ function protectStdout(): void {
   console.debug = toStderr;
 }
 
-/**
- * Big objects cross the pipes in 64 KiB steps by default, each read or write a round trip
- * through the I/O thread pool; 1 MiB pipes (the unprivileged maximum) cut that 16-fold. The
- * pipes are grown once a session has moved BULK bytes, so that short sessions (and start-up)
- * do not pay for loading fcntl through bun:ffi. Sockets and terminals are left alone.
- */
-function growingPipes(stream: SessionStream): SessionStream {
-  let moved = 0;
-  const count = (n: number) => {
-    if (moved >= BULK) return;
-    moved += n;
-    if (moved >= BULK) for (const fd of [0, 1]) growPipe(fd, PIPE_SIZE);
-  };
-  const read = stream.read!.bind(stream);
-  const write = stream.write.bind(stream);
-  return Object.assign(stream, {
-    read: async (buf: Uint8Array) => {
-      const n = await read(buf);
-      count(n);
-      return n;
-    },
-    write: (data: Uint8Array, written?: () => void) => {
-      count(data.length);
-      return write(data, written);
-    },
-  });
-}
-
 /** Run one session on this process's stdio; resolves with the exit code. */
 export async function serveStdio(config: SessionConfig): Promise<number> {
   protectStdout();
@@ -81,7 +49,7 @@ export async function serveStdio(config: SessionConfig): Promise<number> {
     return [name, handler] as const;
   });
   try {
-    const result = await session.run(growingPipes(fdSessionStream(0, 1)));
+    const result = await session.run(growingPipes(fdSessionStream(0, 1), [0, 1]));
     return signalExit ?? result.exitCode;
   } finally {
     releaseAllLocks();

@@ -1,6 +1,9 @@
 // The listening side of `burg socket` (and of `burg pull`'s private socket): a UNIX stream
-// socket that is either created here at a path, or adopted from systemd (Accept=no), and hands
-// every accepted connection to the caller as a SocketStream.
+// socket that is either created here at a path, or adopted from systemd (Accept=no). Either
+// way the accepting is done by fd-acceptor.ts, which hands every connection to the caller as a
+// descriptor (so `burg socket` can pass it to the worker thread that serves it) and recognises
+// hand-overs from `burg serve --daemon-socket`; streamEvents() wraps connections as SocketStreams
+// for callers that serve them in this thread.
 //
 // Creating a socket safely:
 // - The directory holding it must not be writable by others (not world-writable, owned by us
@@ -17,7 +20,7 @@
 // Adopted sockets (systemd) belong to the service manager: they are never unlinked or chmod'ed,
 // and a PID file is written only when asked for.
 
-import type { FdSocketOptions, Socket, SocketListener } from "bun";
+import type { FdSocketOptions, Socket } from "bun";
 import {
   chmodSync,
   chownSync,
@@ -35,6 +38,7 @@ import {
 import { dirname } from "node:path";
 import { BurgError } from "../errors.ts";
 import { pidExists } from "../lock/liveness.ts";
+import { closeFd, listenUnix, UnixSocketError } from "../util/unix-socket.ts";
 import { FdAcceptor } from "./fd-acceptor.ts";
 import { SocketStream, socketHandlers } from "./socket-stream.ts";
 import { formatMode } from "./socket-paths.ts";
@@ -58,9 +62,39 @@ export interface CreateSocketOptions {
 }
 
 export interface ListenerEvents {
-  onConnection(stream: SocketStream): void;
+  /** A new connection, as a descriptor (non-blocking, close-on-exec) that is now the caller's. */
+  onConnection(fd: number): void;
+  /** A hand-over (hand-over.ts) and the descriptors it carried; without this they are refused. */
+  onHandOver?(fd: number, fds: number[], frame: Uint8Array): void;
+  onBadHandOver?(reason: string): void;
   /** Trouble accepting (out of descriptors, ...); fatal means no more connections will come. */
   onAcceptError(message: string, fatal: boolean): void;
+}
+
+/** Events for a caller that serves connections in this thread, as SocketStreams. */
+export function streamEvents(onStream: (stream: SocketStream) => void, onAcceptError: (message: string, fatal: boolean) => void): ListenerEvents {
+  const h = handlers(onStream);
+  return {
+    onConnection(fd) {
+      wrapConnection(fd, h).catch((e: unknown) => onAcceptError(`cannot use accepted connection: ${(e as Error).message}`, false));
+    },
+    onAcceptError,
+  };
+}
+
+/** Wrap an accepted connection's descriptor in a SocketStream (in the calling thread). */
+export function wrapConnection(fd: number, h: ReturnType<typeof handlers>): Promise<void> {
+  return connectFd({ fd, socket: h }).then(
+    () => undefined,
+    (e: unknown) => {
+      try {
+        closeSync(fd);
+      } catch {
+        // Bun closed it already
+      }
+      throw e;
+    },
+  );
 }
 
 export interface Listener {
@@ -201,14 +235,15 @@ type Conn = SocketStream | undefined;
 /** Bun.connect({ fd }) wraps an accepted socket; bun-types 1.3 lacks this overload. */
 const connectFd = Bun.connect as unknown as (options: FdSocketOptions<Conn>) => Promise<Socket<Conn>>;
 
-function handlers(events: ListenerEvents) {
+/** Bun socket handlers that make each opened socket a SocketStream and pass it on. */
+export function handlers(onStream: (stream: SocketStream) => void) {
   const base = socketHandlers();
   return {
     ...base,
     open(socket: Socket<Conn>) {
       const stream = new SocketStream(socket as Socket<unknown>);
       socket.data = stream;
-      events.onConnection(stream);
+      onStream(stream);
     },
   };
 }
@@ -218,7 +253,8 @@ class PathListener implements Listener {
   private closed = false;
 
   constructor(
-    private readonly server: SocketListener<Conn>,
+    private readonly acceptor: FdAcceptor,
+    private readonly listenFd: number,
     private readonly path: string,
     private readonly ino: number,
     private readonly pidFile: string | null,
@@ -241,7 +277,8 @@ class PathListener implements Listener {
       }
     }
     if (this.pidFile !== null) removePidFileIfOurs(this.pidFile);
-    this.server.stop(false);
+    await this.acceptor.stop();
+    closeFd(this.listenFd);
   }
 }
 
@@ -257,12 +294,12 @@ export async function createSocketListener(
   const uid = process.getuid?.() ?? 0;
   prepareDirectory(dirname(opts.path), opts.gid, uid);
   await clearSocketPath(opts.path, opts.pidFile, log);
-  let server: SocketListener<Conn>;
+  let listenFd: number;
   const oldUmask = process.umask(0o177);
   try {
-    server = Bun.listen<Conn>({ unix: opts.path, socket: handlers(events) });
+    listenFd = listenUnix(opts.path);
   } catch (e) {
-    const code = errnoCode(e);
+    const code = e instanceof UnixSocketError ? e.code : errnoCode(e);
     throw new ListenerError(
       code === "EADDRINUSE"
         ? `${opts.path} was created by someone else while we started; another listener is probably starting there.`
@@ -279,7 +316,7 @@ export async function createSocketListener(
     ino = lstatSync(opts.path).ino;
     if (opts.pidFile !== null) writePidFile(opts.pidFile);
   } catch (e) {
-    server.stop(true);
+    closeFd(listenFd);
     try {
       unlinkSync(opts.path);
     } catch {
@@ -291,7 +328,9 @@ export async function createSocketListener(
       { cause: e },
     );
   }
-  return new PathListener(server, opts.path, ino, opts.pidFile);
+  const acceptor = new FdAcceptor([listenFd], acceptorEvents(events));
+  await acceptor.ready();
+  return new PathListener(acceptor, listenFd, opts.path, ino, opts.pidFile);
 }
 
 /** Listening sockets handed over by systemd (or anything that speaks LISTEN_FDS). */
@@ -334,6 +373,17 @@ function errnoName(errno: number): string {
   return names[errno] ?? (errno < 0 ? "could not load libc for accept4()" : `errno ${errno}`);
 }
 
+function acceptorEvents(events: ListenerEvents): ConstructorParameters<typeof FdAcceptor>[1] {
+  return {
+    onConnection: (fd) => events.onConnection(fd),
+    ...(events.onHandOver ? { onHandOver: events.onHandOver.bind(events) } : {}),
+    onBadHandOver: (reason) => events.onBadHandOver?.(reason),
+    onError(listenFd, errno, fatal) {
+      events.onAcceptError(`accepting on fd ${listenFd} failed: ${errnoName(errno)}`, fatal);
+    },
+  };
+}
+
 /** Accept on sockets passed by systemd. */
 export async function adoptListeningSockets(
   fds: number[],
@@ -341,23 +391,15 @@ export async function adoptListeningSockets(
   events: ListenerEvents,
 ): Promise<Listener> {
   let listener: AdoptedListener | null = null;
+  const inner = acceptorEvents(events);
   const acceptor = new FdAcceptor(fds, {
+    ...inner,
     onConnection(fd) {
       if (listener === null || listener.isClosed) {
         closeSync(fd);
         return;
       }
-      connectFd({ fd, socket: handlers(events) }).catch((e: unknown) => {
-        events.onAcceptError(`cannot use accepted connection: ${(e as Error).message}`, false);
-        try {
-          closeSync(fd);
-        } catch {
-          // Bun closed it already
-        }
-      });
-    },
-    onError(listenFd, errno, fatal) {
-      events.onAcceptError(`accepting on fd ${listenFd} failed: ${errnoName(errno)}`, fatal);
+      inner.onConnection(fd);
     },
   });
   listener = new AdoptedListener(acceptor, pidFile, fds);
