@@ -34,8 +34,17 @@ export interface ServerUsage {
   stderr: string;
 }
 
+/** The byte stream under a client: a server process's pipes, or a UNIX socket connection. */
+interface Wire {
+  write(bytes: Uint8Array): void;
+  flush(): Promise<void>;
+  end(): Promise<void>;
+  input: AsyncIterable<Uint8Array>;
+}
+
 export class RpcClient {
-  private proc: ReturnType<typeof Bun.spawn>;
+  private proc: ReturnType<typeof Bun.spawn> | null = null;
+  private wire: Wire;
   private decoder = new StreamDecoder();
   private msgid = 0;
   private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
@@ -57,24 +66,64 @@ export class RpcClient {
 
   private usage = usageFile();
 
-  constructor(cmd: string[], env: Record<string, string>) {
-    this.proc = Bun.spawn(timed(cmd, this.usage), { env, stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    this.stderrText = new Response(this.proc.stderr as ReadableStream).text();
+  constructor(cmd: string[] | Wire, env: Record<string, string> = {}) {
+    if (Array.isArray(cmd)) {
+      const proc = Bun.spawn(timed(cmd, this.usage), { env, stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+      this.proc = proc;
+      this.stderrText = new Response(proc.stderr as ReadableStream).text();
+      const sink = proc.stdin as import("bun").FileSink;
+      this.wire = {
+        write: (b) => void sink.write(b),
+        flush: async () => void (await sink.flush()),
+        end: async () => void (await sink.end()),
+        input: proc.stdout as unknown as AsyncIterable<Uint8Array>,
+      };
+    } else {
+      this.wire = cmd;
+      this.stderrText = Promise.resolve("");
+    }
     void this.readLoop();
+  }
+
+  /**
+   * A client on a connection to a UNIX socket (`burg socket`) instead of a server process of its
+   * own: no usage figures, the server is measured as a whole.
+   */
+  static async connect(path: string): Promise<RpcClient> {
+    const { SocketStream, socketHandlers } = await import("../../src/transport/socket-stream.ts");
+    let stream: InstanceType<typeof SocketStream> | null = null;
+    const socket = await Bun.connect<InstanceType<typeof SocketStream> | undefined>({ unix: path, socket: socketHandlers() });
+    stream = new SocketStream(socket as never);
+    socket.data = stream;
+    let last: Promise<void> = Promise.resolve();
+    const s = stream;
+    return new RpcClient({
+      write: (b) => {
+        last = s.write(b);
+      },
+      flush: async () => {
+        await last;
+        await s.flush();
+      },
+      end: () => s.end(),
+      input: s.readable,
+    });
   }
 
   /** The process at the other end of the pipes (a wrapper of the server: they share the pipes). */
   get pid(): number {
+    if (this.proc === null) throw new Error("a socket client has no server process");
     return this.proc.pid;
   }
 
   private async readLoop(): Promise<void> {
-    const reader = (this.proc.stdout as ReadableStream<Uint8Array>).getReader();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      this.decoder.feed(value);
-      for (const msg of this.decoder) this.dispatch(msg);
+    try {
+      for await (const value of this.wire.input) {
+        this.decoder.feed(value);
+        for (const msg of this.decoder) this.dispatch(msg);
+      }
+    } catch {
+      // the connection broke: same as closed
     }
     this.connectionClosed = true;
     for (const p of this.pending.values()) p.reject(new Error("server closed the connection"));
@@ -104,8 +153,8 @@ export class RpcClient {
     } else p.resolve(mapGet(msg, "r"));
   }
 
-  private get stdin(): import("bun").FileSink {
-    return this.proc.stdin as import("bun").FileSink;
+  private get stdin(): Wire {
+    return this.wire;
   }
 
   /**
@@ -211,6 +260,10 @@ export class RpcClient {
     if (!this.closed) {
       this.closed = true;
       await this.stdin.end();
+    }
+    if (this.proc === null) {
+      while (!this.connectionClosed) await Bun.sleep(5);
+      return { exitCode: 0, wallMs: performance.now() - this.started, cpuMs: NaN, maxRssKiB: NaN, stderr: "" };
     }
     const exitCode = await this.proc.exited;
     const wallMs = performance.now() - this.started;
