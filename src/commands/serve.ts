@@ -6,7 +6,7 @@
 
 import type { CAC, Command } from "cac";
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { homedir, hostname, machine, release, type, version as osVersion } from "node:os";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_THRESHOLDS, type AlertConfig } from "../journal/alerts.ts";
@@ -284,6 +284,7 @@ async function tryHandOver(path: string, settings: ServeSettings, io: ServeIO): 
       { argv: io.argv.slice(2), env, cwd: io.cwd, pid: process.pid, umask: settings.umask },
       {
         uid: process.getuid?.() ?? 0,
+        waiter: existsSync("/bin/sh") ? "/bin/sh" : null,
         onRunning: (abort) => {
           stop = abort;
           if (signalled !== null) abort(signalled);

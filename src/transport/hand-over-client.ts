@@ -10,11 +10,30 @@
 // those signals) and the command exits with 128 + the signal number.
 
 import type { Socket } from "bun";
-import { peerCredentials } from "../util/libc.ts";
+import { writeSync } from "node:fs";
+import { execWithStdin, peerCredentials } from "../util/libc.ts";
 import { closeFd, connectUnix, sendWithFds, UnixSocketError } from "../util/unix-socket.ts";
 import { ControlReader, encodeControl, encodeHandOver, type HandOverPayload } from "./hand-over.ts";
 
 export const ACCEPT_TIMEOUT_MS = 30_000;
+
+/**
+ * What waits for the exit status once the daemon took the session: a shell reading the
+ * control channel, so that an ssh session served by the daemon costs a process of a megabyte
+ * rather than a whole Bun runtime. It behaves as this process would: exits with the status the
+ * daemon reports, exits with 2 and says why when the daemon goes away, dies of SIGTERM/SIGHUP
+ * (closing the channel, which makes the daemon abort the session), ignores SIGINT unless stdin
+ * was a terminal. The channel is its stdin; $1 is "tty" when our stdin was a terminal, $2 the
+ * socket path.
+ */
+const WAIT_SCRIPT = [
+  `[ "$1" = tty ] || trap '' INT`,
+  `while IFS= read -r l; do`,
+  `  case $l in *'"exit":'*) n=\${l#*'"exit":'}; n=\${n%%[!0-9]*}; exit "\${n:-2}";; esac`,
+  `done`,
+  `printf '%s\\n' '$LOG ERROR borg.repository Remote: the daemon at '"$2"' went away before the session ended; its session was cut off' >&2`,
+  `exit 2`,
+].join("\n");
 
 export type HandOverResult =
   | {
@@ -54,6 +73,11 @@ export interface HandOverOptions {
   acceptTimeoutMs?: number;
   /** Called with a stop function once the daemon has taken the session (signal handling). */
   onRunning?(abort: (exitCode: number) => void): void;
+  /**
+   * A POSIX shell to wait in once the daemon took the session (see WAIT_SCRIPT); null, or a
+   * shell that cannot be started, makes this process wait itself.
+   */
+  waiter?: string | null;
 }
 
 export async function handOverToDaemon(path: string, payload: HandOverPayload, opts: HandOverOptions): Promise<HandOverResult> {
@@ -108,8 +132,15 @@ export async function handOverToDaemon(path: string, payload: HandOverPayload, o
             if (!m.accept) return settle({ handedOver: false, reason: `the daemon at ${path} refused: ${m.reason}`, level: "info" });
             accepted = true;
             clearTimeout(timer);
-            socket?.write(encodeControl({ go: true }));
-            socket?.flush();
+            try {
+              writeSync(fd, encodeControl({ go: true }));
+            } catch {
+              return; // the daemon is gone already: onClose reports it
+            }
+            if (opts.waiter) {
+              const tty = process.stdin.isTTY ? "tty" : "no-tty";
+              execWithStdin(opts.waiter, ["sh", "-c", WAIT_SCRIPT, "sh", tty, path], ["PATH=/usr/bin:/bin"], fd);
+            }
             opts.onRunning?.((exitCode) => settle({ handedOver: true, exitCode }));
           } else if ("exit" in m && accepted) {
             settle({ handedOver: true, exitCode: m.exit });

@@ -2,7 +2,7 @@
 // not need them do not pay for the dlopen). null when libc cannot be loaded; callers then do
 // without (every use here is an optimisation with a plain fallback).
 
-import { dlopen, FFIType } from "bun:ffi";
+import { dlopen, FFIType, ptr } from "bun:ffi";
 
 export type Libc = {
   mmap(addr: null, length: number, prot: number, flags: number, fd: number, offset: number): number | null;
@@ -93,4 +93,51 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
   if (sockoptLib.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len) !== 0) return null;
   const dv = new DataView(cred.buffer);
   return { pid: dv.getInt32(0, true), uid: dv.getUint32(4, true), gid: dv.getUint32(8, true) };
+}
+
+type Exec = {
+  execve(path: Uint8Array, argv: Uint8Array, envp: Uint8Array): number;
+  dup2(from: number, to: number): number;
+  fcntl(fd: number, cmd: number, arg: number): number;
+};
+let execLib: Exec | null | undefined;
+
+
+function cString(s: string): Uint8Array {
+  return new TextEncoder().encode(s + "\0");
+}
+
+/** A NULL-terminated array of pointers to `strings` (which must stay referenced during the call). */
+function pointerArray(strings: Uint8Array[]): Uint8Array {
+  const a = new BigUint64Array(strings.length + 1);
+  strings.forEach((s, i) => (a[i] = BigInt(ptr(s))));
+  return new Uint8Array(a.buffer);
+}
+
+/**
+ * Replace this process with `path` (execve(2)), with `stdinFd` as its standard input (dup2 onto
+ * descriptor 0; this process's own stdin is given up). Returns false when that failed (no such
+ * program, no libc); descriptor 0 may then be the copy of `stdinFd`.
+ */
+export function execWithStdin(path: string, argv: string[], env: string[], stdinFd: number): boolean {
+  if (execLib === undefined) {
+    execLib = open<Exec>({
+      execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+      dup2: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+      fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    });
+  }
+  if (execLib === null) return false;
+  if (execLib.dup2(stdinFd, 0) < 0) return false;
+  // Bun made the descriptor non-blocking; a program reading its stdin expects it blocking
+  const F_GETFL = 3;
+  const F_SETFL = 4;
+  const O_NONBLOCK = 0o4000;
+  const flags = execLib.fcntl(0, F_GETFL, 0);
+  if (flags >= 0) execLib.fcntl(0, F_SETFL, flags & ~O_NONBLOCK);
+  const cPath = cString(path);
+  const cArgv = argv.map(cString);
+  const cEnv = env.map(cString);
+  execLib.execve(cPath, pointerArray(cArgv), pointerArray(cEnv));
+  return false;
 }

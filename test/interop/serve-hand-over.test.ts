@@ -182,9 +182,14 @@ describe("burg serve --daemon-socket through a real sshd", () => {
       ok(await borg("all", ["init", "-e", "none", url(repo)]), "init");
       const big = join(home, "big");
       makeSourceTree(big, { seed: 12, files: 4, totalBytes: 200_000_000 });
+      const seen = handOvers();
       const p = spawnBorg("all", ["create", url(repo, "cut"), big]);
-      await waitUntil(() => existsSync(join(repo, "lock.exclusive")), "the backup's lock", 30_000);
+      await waitUntil(() => existsSync(join(repo, "lock.exclusive")) && handOvers() > seen, "the backup's lock", 30_000);
       const m = [...daemon.log().matchAll(/connection (\d+) \(hand-over\) from PID (\d+)/g)].at(-1)!;
+      // the forced command waits as a shell of a megabyte or two, not as a whole burg
+      expect(readFileSync(`/proc/${m[2]}/comm`, "utf8").trim()).toBe("sh");
+      const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${m[2]}/status`, "utf8"))![1]);
+      expect(rssKiB).toBeLessThan(8 * 1024);
       process.kill(Number(m[2]), "SIGTERM");
       await daemon.waitForLog(new RegExp(`connection ${m[1]} \\(hand-over\\): the forced command \\(PID ${m[2]}\\) ended; aborting`));
       await daemon.waitForLog(new RegExp(`connection ${m[1]} (lost|aborted|failed|ended)`));
@@ -226,13 +231,14 @@ describe("burg serve --daemon-socket through a real sshd", () => {
       ok(await borg("umask", ["create", url(repo, "b"), src]), "create with --umask 0027");
       await daemon.waitForLog(/refused: it asks for umask 0027, the daemon runs with 0077/);
       // beyond --max-sessions: served by the command, nobody is turned away
-      const holder = spawnBorg("all", ["create", url(repo, "c"), join(home, "big")]);
-      await waitUntil(() => existsSync(join(repo, "lock.exclusive")), "the first backup's lock", 30_000);
+      const flag = join(home, "holding");
+      const holder = spawnBorg("all", ["with-lock", url(repo), "sh", "-c", `touch ${flag}; sleep 5`]);
+      await waitUntil(() => existsSync(flag), "the first session's lock", 30_000);
       const second = join(repos, "second");
       ok(await borg("all", ["init", "-e", "none", url(second)]), "init beyond the session limit");
       await daemon.waitForLog(/refused: .*--max-sessions 1/);
       expect(await holder.exited).toBe(0);
-      expect((await borg("all", ["list", "--short", url(repo)])).stdout.trim().split("\n")).toEqual(["a", "b", "c"]);
+      expect((await borg("all", ["list", "--short", url(repo)])).stdout.trim().split("\n")).toEqual(["a", "b"]);
       for (const r of [repo, second]) ok(run([requireBorg(), "check", r], { env: borgEnv(home) }), `plain borg check ${r}`);
       await daemon.stop();
       daemon = await startDaemon();
