@@ -35,6 +35,7 @@ import {
   isBytes,
 } from "../util/msgpack.ts";
 import { objectBuffers } from "../util/buffer-pool.ts";
+import { inputArrived } from "../util/gc.ts";
 import { isPeerGone } from "../util/io-errors.ts";
 import { VERSION } from "../version.ts";
 import type { OpenRepository, RepositoryActivity, RepositoryHandle } from "./backend.ts";
@@ -138,7 +139,7 @@ export interface SessionResult {
  * Decoded requests waiting for the executor are capped at this many bytes (one request may
  * exceed it). Enough to keep the executor busy while the client sends; more only costs memory.
  */
-const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 /**
  * ... and at this many requests: an asynchronous client (borg's deletes, ~60 bytes each) could
  * otherwise have a quarter of a million decoded requests waiting, which the garbage collector
@@ -252,10 +253,14 @@ export class Session {
         const n = await stream.read(this.decoder.reserve());
         if (n === 0) return;
         this.decoder.wrote(n);
+        inputArrived(n);
         yield null;
       }
     }
-    yield* stream.readable;
+    for await (const chunk of stream.readable) {
+      inputArrived(chunk.length);
+      yield chunk;
+    }
   }
 
   /**

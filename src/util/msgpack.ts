@@ -751,7 +751,7 @@ export function decode(bytes: Uint8Array, options: DecodeOptions = {}): unknown 
  */
 /** Recycled input buffers a StreamDecoder keeps at most, in number and in bytes. */
 const POOL_BUFFERS = 4;
-const POOL_BYTES = 16 << 20;
+const POOL_BYTES = 8 << 20;
 /** Smallest buffer reserve() sets up for reading. */
 const READ_BUFFER_SIZE = 256 * 1024;
 
