@@ -246,6 +246,40 @@ describe("burg serve --daemon-socket through a real sshd", () => {
     300_000,
   );
 
+  test(
+    "broken hand-overs are logged and dropped; the daemon goes on serving",
+    async () => {
+      const send = async (bytes: Uint8Array, closeAfterMs = 300) => {
+        const socket = await Bun.connect({ unix: socketPath, socket: { data() {} } });
+        socket.write(bytes);
+        await Bun.sleep(closeAfterMs);
+        socket.end();
+      };
+      const header = (len: number) => {
+        const h = new Uint8Array(12);
+        h.set([0, 0x62, 0x75, 0x72, 0x67, 0x2d, 0x68, 0x31]);
+        new DataView(h.buffer).setUint32(8, len, true);
+        return h;
+      };
+      await send(header(64 << 20));
+      await daemon.waitForLog(/broken hand-over: hand-over frame too big \(67108864 bytes\)/);
+      await send(new Uint8Array([0, 1, 2]), 50);
+      await daemon.waitForLog(/broken hand-over: connection closed inside the hand-over/);
+      // a whole frame, but no descriptors with it (and a payload that is not JSON)
+      const body = new TextEncoder().encode("not json");
+      const frame = new Uint8Array(12 + body.length);
+      frame.set(header(body.length));
+      frame.set(body, 12);
+      await send(frame);
+      await daemon.waitForLog(/refused: it carried 0 descriptors, not 3/);
+      const repo = join(repos, "after-broken");
+      ok(await borg("all", ["init", "-e", "none", url(repo)]), "init after the broken hand-overs");
+      ok(await borg("all", ["create", url(repo, "a"), src]), "create after the broken hand-overs");
+      expect(daemon.log()).not.toMatch(/internal error|session failed/);
+    },
+    60_000,
+  );
+
   test.skipIf(process.getuid?.() !== 0 && !process.env.CI)(
     "nothing is handed to a daemon of another user, and the daemon takes no hand-over from another user",
     async () => {

@@ -1,7 +1,7 @@
 // Scale tier: 8 borg clients at once, each backing up its own tree (400 files, about 12 MB)
-// into its own repository: 8 sessions on one `burg socket`, 8 concurrent `burg serve`
-// processes and, for reference, 8 concurrent `borg serve` processes, all 24 clients at the
-// same time. Every client succeeds, lists and extracts what it stored, and plain borg checks
+// into its own repository: 8 sessions on one `burg socket`, 8 sessions handed over to another
+// one by `burg serve --daemon-socket` forced commands, 8 concurrent `burg serve` processes and,
+// for reference, 8 concurrent `borg serve` processes, all 32 clients at the same time. Every client succeeds, lists and extracts what it stored, and plain borg checks
 // every repository.
 
 import { describe, expect, test } from "bun:test";
@@ -37,10 +37,10 @@ async function client(s: Side, k: number, data: string): Promise<{ side: string;
 }
 
 describe(`${CLIENTS} clients at once`, () => {
-  test(`on one burg socket, ${CLIENTS} burg serve and ${CLIENTS} borg serve processes: all succeed`, async () => {
+  test(`on one burg socket, handed over to another, ${CLIENTS} burg serve and ${CLIENTS} borg serve processes: all succeed`, async () => {
     const data = scope.tempDir("burg-scale-clients-data-");
     for (let k = 0; k < CLIENTS; k++) makeClientTree(join(data, `c${k}`), FILES, k + 1);
-    const sides = await makeSides(scope, ["burg socket", "burg serve", "borg serve"]);
+    const sides = await makeSides(scope, ["burg socket", "burg serve --daemon-socket", "burg serve", "borg serve"]);
     const runs = sides.flatMap((s) => Array.from({ length: CLIENTS }, (_, k) => client(s, k, data)));
     const results = await Promise.all(runs);
     const ok = ["init: ok", "create 1: ok", "create 2: ok", "list: ok", "archives: one,two", "extract: ok", "identical"];

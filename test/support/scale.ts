@@ -8,11 +8,11 @@ import { mkdirSync, openSync, closeSync, writeSync, writeFileSync } from "node:f
 import { join } from "node:path";
 import { expect } from "bun:test";
 import { BURG, borgEnv, requireBorg, requireBurg, run, runAsync, type RunResult } from "./env.ts";
-import { fakeSsh, remoteBorg, type RemoteBorg } from "./fake-ssh.ts";
+import { fakeSsh, forcedSsh, remoteBorg, type RemoteBorg } from "./fake-ssh.ts";
 import type { TestScope } from "./scope.ts";
 import { connectRsh, startBurgSocket } from "./socket-server.ts";
 
-export type ServerKind = "burg serve" | "borg serve" | "burg socket";
+export type ServerKind = "burg serve" | "borg serve" | "burg socket" | "burg serve --daemon-socket";
 
 export interface Side {
   kind: ServerKind;
@@ -30,7 +30,7 @@ export async function makeSides(scope: TestScope, kinds: ServerKind[]): Promise<
   requireBurg();
   const out: Side[] = [];
   for (const kind of kinds) {
-    const dir = scope.tempDir(`burg-scale-${kind.replace(" ", "-")}-`);
+    const dir = scope.tempDir(`burg-scale-${kind.replace(/[^a-z]+/g, "-")}-`);
     const home = join(dir, "home");
     mkdirSync(home);
     let rsh: string;
@@ -38,6 +38,12 @@ export async function makeSides(scope: TestScope, kinds: ServerKind[]): Promise<
       const sock = join(dir, "burg.sock");
       await startBurgSocket(scope, ["--socket", sock], { env: borgEnv(home) });
       rsh = connectRsh(sock);
+    } else if (kind === "burg serve --daemon-socket") {
+      // the ssh forced-command setup: every session handed to one daemon
+      const sock = join(dir, "run", "burg.sock");
+      mkdirSync(join(dir, "run"), { mode: 0o700 });
+      await startBurgSocket(scope, ["--socket", sock], { env: borgEnv(home) });
+      rsh = forcedSsh(dir, `${BURG} serve --daemon-socket ${sock}`);
     } else {
       rsh = fakeSsh(dir);
     }
