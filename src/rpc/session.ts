@@ -35,7 +35,7 @@ import {
   isBytes,
 } from "../util/msgpack.ts";
 import { objectBuffers } from "../util/buffer-pool.ts";
-import { inputArrived } from "../util/gc.ts";
+import { trafficPassed } from "../util/gc.ts";
 import { isPeerGone } from "../util/io-errors.ts";
 import { VERSION } from "../version.ts";
 import type { OpenRepository, RepositoryActivity, RepositoryHandle } from "./backend.ts";
@@ -253,12 +253,12 @@ export class Session {
         const n = await stream.read(this.decoder.reserve());
         if (n === 0) return;
         this.decoder.wrote(n);
-        inputArrived(n);
+        trafficPassed(n);
         yield null;
       }
     }
     for await (const chunk of stream.readable) {
-      inputArrived(chunk.length);
+      trafficPassed(chunk.length);
       yield chunk;
     }
   }
@@ -346,6 +346,7 @@ export class Session {
         for (const part of reply) {
           // Reply parts and a get's data are pooled buffers: back to the pool once sent.
           await stream.write(part, objectBuffers.owns(part) ? () => objectBuffers.give(part) : undefined);
+          trafficPassed(part.length);
         }
       } catch (e) {
         const err = e instanceof Error ? e : new Error(String(e));
