@@ -40,6 +40,8 @@ interface Slot {
   worker: Worker;
   locks: ReturnType<typeof serveWorkerLocks>;
   running: number;
+  /** The descriptors of each session the worker has not reported ended (closed if it fails). */
+  sessions: Map<number, number[]>;
   stopped: Promise<Ended> | null;
   onStopped: ((e: Ended) => void) | null;
 }
@@ -60,27 +62,9 @@ export class SessionPool {
     const pool = new SessionPool(options);
     const ready: Array<Promise<void>> = [];
     for (let i = 0; i < options.workers; i++) {
-      const worker = new Worker(workerEntry());
-      const locks = serveWorkerLocks((reply) => worker.postMessage(reply satisfies ToWorker));
-      const slot: Slot = { worker, locks, running: 0, stopped: null, onStopped: null };
+      const slot: Slot = { worker: null as unknown as Worker, locks: null as unknown as Slot["locks"], running: 0, sessions: new Map(), stopped: null, onStopped: null };
       pool.slots.push(slot);
-      ready.push(
-        new Promise<void>((resolve, reject) => {
-          worker.onmessage = (ev: MessageEvent<FromWorker>) => {
-            const m = ev.data;
-            if (m.kind === "ready") resolve();
-            else if (m.kind === "failed") reject(new Error(m.message));
-            else pool.fromWorker(slot, m);
-          };
-          worker.onerror = (ev: ErrorEvent) => {
-            const message = ev.message || String(ev.error);
-            reject(new Error(message));
-            options.logger.error(`burg socket: worker ${i + 1} failed: ${message}`);
-          };
-        }),
-      );
-      const init: ToWorker = { kind: "init", argv: options.argv, env: options.env, cwd: options.cwd, pid: options.pid, uid: options.uid };
-      worker.postMessage(init);
+      ready.push(pool.spawn(slot, i + 1));
     }
     try {
       await Promise.all(ready);
@@ -91,6 +75,51 @@ export class SessionPool {
     return pool;
   }
 
+  /**
+   * Start the worker of `slot`; resolves once it is set up. A worker that fails later (an
+   * uncaught error: a bug) takes its sessions with it; its locks are released here, it is
+   * logged with its cause, and a new worker takes its place.
+   */
+  private spawn(slot: Slot, n: number): Promise<void> {
+    const worker = new Worker(workerEntry());
+    slot.worker = worker;
+    slot.locks = serveWorkerLocks((reply) => worker.postMessage(reply satisfies ToWorker));
+    let isReady = false;
+    return new Promise<void>((resolve, reject) => {
+      worker.onmessage = (ev: MessageEvent<FromWorker>) => {
+        if (slot.worker !== worker) return;
+        const m = ev.data;
+        if (m.kind === "ready") {
+          isReady = true;
+          resolve();
+        } else if (m.kind === "failed") reject(new Error(m.message));
+        else this.fromWorker(slot, m);
+      };
+      worker.onerror = (ev: ErrorEvent) => {
+        if (slot.worker !== worker) return;
+        const message = ev.error instanceof Error ? (ev.error.stack ?? ev.error.message) : ev.message || String(ev.error);
+        if (!isReady) return reject(new Error(message));
+        this.options.logger.error(
+          `burg socket: internal error in worker ${n}; its ${slot.running} session(s) ended, their locks are released: ${message}`,
+        );
+        worker.terminate();
+        slot.locks.releaseAll();
+        // its clients (and forced commands) see their connections closed instead of hanging
+        for (const fds of slot.sessions.values()) for (const fd of fds) closeFd(fd);
+        slot.sessions.clear();
+        this.running -= slot.running;
+        slot.running = 0;
+        if (this.stopping) {
+          slot.onStopped?.({ ...this.ended });
+          return;
+        }
+        void this.spawn(slot, n).catch((e: unknown) => this.options.logger.error(`burg socket: worker ${n} could not be restarted: ${(e as Error).message}`));
+      };
+      const init: ToWorker = { kind: "init", argv: this.options.argv, env: this.options.env, cwd: this.options.cwd, pid: this.options.pid, uid: this.options.uid };
+      worker.postMessage(init);
+    });
+  }
+
   get activeSessions(): number {
     return this.running;
   }
@@ -98,6 +127,7 @@ export class SessionPool {
   private fromWorker(slot: Slot, m: FromWorker): void {
     switch (m.kind) {
       case "ended":
+        slot.sessions.delete(m.id);
         slot.running--;
         this.running--;
         if (m.end !== null) this.ended[m.end]++;
@@ -115,13 +145,14 @@ export class SessionPool {
   }
 
   /** The reason a new session is not taken now, if any (counted and logged). */
-  private refusal(id: number): string | undefined {
+  private refusal(id: number, handOver: boolean): string | undefined {
     if (this.stopping) return "shutting down";
     const max = this.options.maxSessions;
     if (max !== null && this.running >= max) {
       this.refused++;
       this.options.logger.warning(
-        `burg socket: connection ${id} refused: ${this.running} sessions are running (--max-sessions ${max}); the client sees the connection closed`,
+        `burg socket: connection ${id} refused: ${this.running} sessions are running (--max-sessions ${max}); ` +
+          (handOver ? "the forced command serves it itself" : "the client sees the connection closed"),
       );
       return `${this.running} sessions are running (--max-sessions ${max})`;
     }
@@ -146,7 +177,7 @@ export class SessionPool {
 
   private dispatch(make: (id: number, running: number, refuse: string | undefined) => ToWorker, fds: number[]): void {
     const id = this.nextId++;
-    const refuse = this.refusal(id);
+    const refuse = this.refusal(id, fds.length > 1);
     if (this.terminated) {
       for (const fd of fds) closeFd(fd);
       return;
@@ -154,6 +185,7 @@ export class SessionPool {
     const slot = this.pick();
     slot.running++;
     this.running++;
+    slot.sessions.set(id, fds);
     slot.worker.postMessage(make(id, this.running, refuse));
   }
 
