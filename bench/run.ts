@@ -6,7 +6,7 @@ import { join, resolve } from "node:path";
 
 const here = resolve(import.meta.dir);
 const only = process.argv.slice(2);
-const all = ["engine", "serve", "create", "check", "time-lock"];
+const all = ["engine", "serve", "create", "check", "time-lock", "concurrency"];
 let failed = 0;
 for (const name of only.length ? only : all) {
   console.log(`\n# ---- bench/${name}.ts ----`);
