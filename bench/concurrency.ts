@@ -21,7 +21,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { benchEnv, machine, readUsage, timed, usageFile } from "./lib.ts";
+import { benchEnv, machine, startBurgSocket } from "./lib.ts";
 import { RpcClient } from "../test/support/rpc-client.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -133,32 +133,12 @@ async function work(c: RpcClient, client: number, repo: string): Promise<void> {
   await c.call("commit", { save_space: false });
 }
 
-async function startDaemon(socket: string): Promise<{ pid: number; stop(): Promise<number> }> {
-  const usage = usageFile();
-  const p = Bun.spawn(timed([BURG, "socket", "--socket", socket], usage), { env, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
-  const log = new Response(p.stderr).text();
-  const pidFile = socket.replace(/\.sock$/, ".pid");
-  for (let i = 0; i < 1000 && !existsSync(pidFile); i++) await Bun.sleep(10);
-  if (!existsSync(pidFile)) throw new Error(`burg socket did not start: ${await log}`);
-  const pid = Number(readFileSync(pidFile, "utf8").trim());
-  return {
-    pid,
-    async stop() {
-      // GNU time passes no signals on: stop burg itself, then time reports
-      process.kill(pid, "SIGTERM");
-      const code = await p.exited;
-      if (code !== 0) throw new Error(`burg socket exited with ${code}: ${await log}`);
-      return readUsage(usage).maxRssKiB;
-    },
-  };
-}
-
 async function runMode(mode: Mode, n: number, round: number): Promise<Result> {
   const base = join(dir, `${mode.replace(/[^a-z]+/g, "-")}-${n}-${round}`);
   mkdirSync(base, { recursive: true });
   const socket = join(base, "run", "burg.sock");
   mkdirSync(join(base, "run"), { mode: 0o700 });
-  const daemon = mode === "burg socket" || mode === "serve --daemon-socket" ? await startDaemon(socket) : null;
+  const daemon = mode === "burg socket" || mode === "serve --daemon-socket" ? await startBurgSocket(BURG, socket, env) : null;
   const cmd: string[] | null =
     mode === "borg serve" ? ["borg", "serve"] : mode === "burg serve" ? [BURG, "serve"] : mode === "serve --daemon-socket" ? [BURG, "serve", "--daemon-socket", socket] : null;
   const t0 = performance.now();
@@ -178,7 +158,7 @@ async function runMode(mode: Mode, n: number, round: number): Promise<Result> {
     }
   }
   if (daemon !== null) {
-    totalKiB += await daemon.stop();
+    totalKiB += (await daemon.stop()).maxRssKiB;
     processes++;
   }
   rmSync(base, { recursive: true, force: true });

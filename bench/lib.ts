@@ -106,3 +106,30 @@ export function benchEnv(dir: string): Record<string, string> {
     BURG_CONFIG_DIR: join(dir, "burg-config"),
   };
 }
+
+/**
+ * `burg socket --socket SOCKET` under GNU time; resolves once it runs. stop() sends SIGTERM to
+ * burg itself (GNU time passes no signals on) and resolves with its CPU time and peak RSS.
+ */
+export async function startBurgSocket(
+  burg: string,
+  socket: string,
+  env: Record<string, string>,
+): Promise<{ pid: number; stop(): Promise<{ cpuMs: number; maxRssKiB: number }> }> {
+  const usage = usageFile();
+  const p = Bun.spawn(timed([burg, "socket", "--socket", socket], usage), { env, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const log = new Response(p.stderr).text();
+  const pidFile = socket.replace(/\.sock$/, ".pid");
+  for (let i = 0; i < 1000 && !existsSync(pidFile); i++) await Bun.sleep(10);
+  if (!existsSync(pidFile)) throw new Error(`burg socket did not start: ${await log}`);
+  const pid = Number(readFileSync(pidFile, "utf8").trim());
+  return {
+    pid,
+    async stop() {
+      process.kill(pid, "SIGTERM");
+      const code = await p.exited;
+      if (code !== 0) throw new Error(`burg socket exited with ${code}: ${await log}`);
+      return readUsage(usage);
+    },
+  };
+}

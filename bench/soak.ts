@@ -16,7 +16,7 @@ import { prng as sharedPrng } from "../test/support/data.ts";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { machine, printTable, type Row, benchEnv } from "./lib.ts";
+import { machine, printTable, startBurgSocket, type Row, benchEnv } from "./lib.ts";
 import { RpcClient, type ServerUsage } from "../test/support/rpc-client.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -45,6 +45,8 @@ const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "burg-bench-soak
 const env = benchEnv(dir);
 type Server = "burg" | "borg";
 const CMD: Record<Server, string[]> = { burg: [BURG, "serve"], borg: ["borg", "serve"] };
+/** BENCH_SOAK_BURG=socket: burg's side is one session on a `burg socket` daemon (in a worker). */
+const VIA_SOCKET = process.env.BENCH_SOAK_BURG === "socket";
 
 /** The shared deterministic PRNG (test/support/data.ts), as 32-bit integers. */
 function prng(seed: number): () => number {
@@ -173,14 +175,15 @@ async function soak(server: Server): Promise<Result> {
   const repo = join(dir, server);
   const rng = prng(SEED);
   const model = new Model();
-  const c = new RpcClient(CMD[server], env);
+  const daemon = server === "burg" && VIA_SOCKET ? await startBurgSocket(BURG, join(dir, "burg.sock"), env) : null;
+  const c = daemon !== null ? await RpcClient.connect(join(dir, "burg.sock")) : new RpcClient(CMD[server], env);
   let timer: ReturnType<typeof setInterval> | undefined;
   let t0 = performance.now();
   let cpu0 = process.cpuUsage();
   try {
     await c.negotiate();
     await c.open(repo, true);
-    const pid = await serverPid(c.pid);
+    const pid = daemon !== null ? daemon.pid : await serverPid(c.pid);
     t0 = performance.now();
     cpu0 = process.cpuUsage();
     const sample = (): void => {
@@ -296,6 +299,7 @@ async function soak(server: Server): Promise<Result> {
   }
   try {
     res.usage = await c.close();
+    if (daemon !== null) res.usage = { ...res.usage, ...(await daemon.stop()) };
   } catch (e) {
     fail(`closing: ${(e as Error).message}`);
   }
@@ -337,7 +341,7 @@ process.on("SIGINT", () => {
 let failed = false;
 try {
   if (!existsSync(BURG)) throw new Error(`${BURG} is missing: npm run build`);
-  console.log(`# burg serve vs borg serve, soak\n\nmachine: ${machine()}`);
+  console.log(`# ${VIA_SOCKET ? "burg socket" : "burg serve"} vs borg serve, soak\n\nmachine: ${machine()}`);
   console.log(`load: ${uptimeLoad()}`);
   console.log(
     `limits per server: ${SECONDS} s or ${n(REQUESTS)} requests; per cycle ${PUTS_PER_CYCLE} async puts ` +
