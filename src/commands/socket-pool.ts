@@ -15,7 +15,7 @@
 import { serveWorkerLocks } from "../lock/lock.ts";
 import type { SessionResult } from "../rpc/session.ts";
 import type { Logger } from "../util/log.ts";
-import { closeFd } from "../util/unix-socket.ts";
+import { closeFd, neutralizeFd } from "../util/unix-socket.ts";
 import { workerEntry } from "../util/worker-entry.ts";
 import type { Env } from "./serve-options.ts";
 import type { FromWorker, ToWorker } from "./socket-worker.ts";
@@ -105,7 +105,12 @@ export class SessionPool {
         worker.terminate();
         slot.locks.releaseAll();
         // its clients (and forced commands) see their connections closed instead of hanging
-        for (const fds of slot.sessions.values()) for (const fd of fds) closeFd(fd);
+        for (const fds of slot.sessions.values()) {
+          for (const fd of fds) {
+            neutralizeFd(fd);
+            closeFd(fd);
+          }
+        }
         slot.sessions.clear();
         this.running -= slot.running;
         slot.running = 0;

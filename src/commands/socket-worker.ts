@@ -198,7 +198,7 @@ export function socketWorkerMain(): void {
         await fdStream.close();
         closeFd(errFd);
       },
-      destroy: () => void fdStream.close(),
+      destroy: () => void fdStream.destroy(),
     });
     log.info(`${tag} from PID ${payload.pid}${payload.env.SSH_CONNECTION ? ` (${payload.env.SSH_CONNECTION})` : ""}`);
     let ended = false;

@@ -15,7 +15,7 @@ import { read, writev } from "node:fs";
 import type { SessionStream } from "../rpc/session.ts";
 import { StreamIoError } from "../util/io-errors.ts";
 import { growPipe } from "../util/libc.ts";
-import { closeFd, setNonBlocking } from "../util/unix-socket.ts";
+import { closeFd, neutralizeFd, setNonBlocking } from "../util/unix-socket.ts";
 
 const PIPE_SIZE = 1 << 20;
 const BULK = 256 * 1024;
@@ -100,14 +100,15 @@ export type WritevFn = (
  * that serves many sessions on pipes must not do that: every blocking read holds a pool thread
  * while its client is quiet, and a few of them starve all file I/O of the process. With
  * `nonBlocking` both descriptors are made non-blocking, the input is read by Bun's event loop,
- * and `close()` stops that reader and closes both descriptors.
+ * `destroy()` cuts the connection off (the numbers stay taken, see neutralizeFd) and `close()`
+ * stops the reader and closes both descriptors.
  */
 export function fdSessionStream(
   inFd: number,
   outFd: number,
   writevFn: WritevFn = writev,
   opts: { nonBlocking?: boolean } = {},
-): SessionStream & { close(): Promise<void> } {
+): SessionStream & { close(): Promise<void>; destroy(): Promise<void> } {
   if (opts.nonBlocking) {
     setNonBlocking(inFd);
     setNonBlocking(outFd);
@@ -228,6 +229,21 @@ export function fdSessionStream(
     get readable(): AsyncIterable<Uint8Array> {
       if (opts.nonBlocking) return eventLoopInput();
       return Bun.file(inFd).stream() as unknown as AsyncIterable<Uint8Array>;
+    },
+    async destroy(): Promise<void> {
+      // cut off at once, but keep the numbers until close(): a write may still be under way
+      try {
+        await reader?.cancel();
+      } catch {
+        // already done
+      }
+      for (const fd of new Set([inFd, outFd])) {
+        try {
+          neutralizeFd(fd);
+        } catch {
+          // not open
+        }
+      }
     },
     async close(): Promise<void> {
       if (closed) return;

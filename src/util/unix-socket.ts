@@ -9,6 +9,7 @@
 // Every function returns -errno on failure (or throws UnixSocketError where a caller wants one).
 
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
+import { openSync } from "node:fs";
 
 export const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -30,6 +31,7 @@ type Sock = {
   sendmsg(fd: number, msg: Uint8Array, flags: number): number;
   close(fd: number): number;
   fcntl(fd: number, cmd: number, arg: number): number;
+  dup2(from: number, to: number): number;
   __errno_location(): Pointer;
 };
 
@@ -48,6 +50,7 @@ function libc(): Sock {
           sendmsg: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i64 },
           close: { args: [FFIType.i32], returns: FFIType.i32 },
           fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+          dup2: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
           __errno_location: { args: [], returns: FFIType.ptr },
         }).symbols as unknown as Sock;
         break;
@@ -145,6 +148,19 @@ export function connectUnix(path: string): number {
 
 export function closeFd(fd: number): void {
   libc().close(fd);
+}
+
+let devNull: number | null = null;
+
+/**
+ * Make `fd` refer to /dev/null (dup2), keeping the number taken: reads see end of file, writes
+ * vanish. For cutting a connection off while an operation on it may still be under way in
+ * another thread: closing the number instead could let it be reused for a new connection,
+ * which that operation would then read from or write to. Close it once nothing uses it.
+ */
+export function neutralizeFd(fd: number): void {
+  devNull ??= openSync("/dev/null", "r+");
+  libc().dup2(devNull, fd);
 }
 
 /** Make `fd` non-blocking (so Bun's event loop can read it instead of a thread-pool thread). */
