@@ -1,7 +1,8 @@
 // `burg socket`: a long-running server on a UNIX socket, the built-in replacement for
 // `socat UNIX-LISTEN:…,fork EXEC:"borg serve …"` and for hand-written systemd units around
-// `borg serve`. Every connection is its own serve session with this command's restrictions;
-// sessions run concurrently in one process.
+// `borg serve`. Every connection is its own serve session with this command's restrictions,
+// or, handed over by a `burg serve --daemon-socket` forced command, with that command's;
+// sessions run concurrently in one process, on worker threads (socket-pool.ts).
 //
 // The socket comes from systemd when LISTEN_FDS/LISTEN_PID pass one (Accept=no units), else it
 // is created at --socket (default: borg 2's runtime-dir convention, see transport/socket-paths.ts).
@@ -282,7 +283,10 @@ export function register(cli: CAC): void {
       "socket [--socket PATH] [--pid-file PATH] [--mode 0600] [--group G] [serve options]\n\n" +
         "A long-running server: every connection is a `burg serve` session with the options given\n" +
         "here. Clients connect with BORG_RSH=\"burg connect PATH\" and an ssh:// URL with any host,\n" +
-        "e.g. borg list ssh://burg/srv/borg/repo (or through `ssh -R` from another machine).\n\n" +
+        "e.g. borg list ssh://burg/srv/borg/repo (or through `ssh -R` from another machine).\n" +
+        "Sessions run on --workers threads (default: one per CPU).\n\n" +
+        "ssh forced commands `burg serve --daemon-socket PATH ...` of the same user (or root) hand\n" +
+        "their sessions to this server, which serves each with that command's own restrictions.\n\n" +
         "Default socket: $BORG_RUNTIME_DIR/borg.sock, else $BORG_BASE_DIR/.cache/borg/borg.sock, else\n" +
         "$XDG_RUNTIME_DIR/borg/borg.sock (/run/user/UID/borg/borg.sock); the PID file is next to it\n" +
         "(.sock replaced by .pid). The directory must not be writable by others. A stale socket left\n" +
