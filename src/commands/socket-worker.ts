@@ -16,7 +16,7 @@
 
 import type { Socket } from "bun";
 import { SessionRecorder, whoFromEnv } from "../journal/recorder.ts";
-import { releaseAllLocks, useMainThreadLocks, type LockReply, type LockRequest } from "../lock/lock.ts";
+import { locksSettled, releaseAllLocks, useMainThreadLocks, type LockReply, type LockRequest } from "../lock/lock.ts";
 import { openRepository } from "../repository/repository.ts";
 import { normalizeDebugTopic } from "../rpc/policy.ts";
 import type { SessionResult } from "../rpc/session.ts";
@@ -244,6 +244,8 @@ export function socketWorkerMain(): void {
             logger: log,
             name: "burg socket",
             maxSessions: null,
+            // a session's end is logged (and its exit status sent) once its locks are released
+            afterSession: locksSettled,
             observe: (stream, logger) => {
               const peer = stream.fd === undefined ? null : peerCredentials(stream.fd);
               return ctx.recorder(peer === null ? {} : { peer }, opened)(logger);

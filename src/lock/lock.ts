@@ -540,6 +540,14 @@ export class RepositoryLock {
 }
 
 /**
+ * Resolves once every release this thread made has taken effect on disk: at once on the main
+ * thread; in a worker, once the main thread has handled the releases sent before.
+ */
+export function locksSettled(): Promise<void> {
+  return remote === null ? Promise.resolve() : remote.sync();
+}
+
+/**
  * Release every lock this process holds, synchronously; for exit paths and signal handlers.
  * Acquires still waiting are cancelled.
  */
@@ -568,13 +576,15 @@ export function heldLockCount(): number {
 export type LockRequest =
   | { kind: "lock"; op: "shared" | "exclusive" | "upgrade"; holder: number; req: number; repository: string; timeout: number | null; sleep: number | null }
   | { kind: "lock"; op: "downgrade" | "release" | "forget"; holder: number; repository: string }
-  | { kind: "lock"; op: "release-all" };
+  | { kind: "lock"; op: "release-all" }
+  | { kind: "lock"; op: "sync"; req: number };
 
 /** The main thread's answer to an acquire or upgrade. */
 export type LockReply = { kind: "lock-reply"; req: number; error: null | { name: string; args: string[] } };
 
 interface RemoteLocks {
   request(lock: RepositoryLock, op: "shared" | "exclusive" | "upgrade"): Promise<void>;
+  sync(): Promise<void>;
   send(lock: RepositoryLock, op: "downgrade" | "release" | "forget"): void;
   releaseAll(): void;
 }
@@ -624,6 +634,13 @@ export function useMainThreadLocks(post: (m: LockRequest) => void): (reply: Lock
     releaseAll() {
       post({ kind: "lock", op: "release-all" });
     },
+    sync() {
+      const req = nextReq++;
+      return new Promise<void>((resolve, reject) => {
+        pending.set(req, { resolve, reject });
+        post({ kind: "lock", op: "sync", req });
+      });
+    },
   };
   return (reply) => {
     const p = pending.get(reply.req);
@@ -649,6 +666,8 @@ export function serveWorkerLocks(reply: (r: LockReply) => void): { handle(m: Loc
     releaseAll,
     handle(m) {
       if (m.op === "release-all") return releaseAll();
+      // every message before this one has been handled (releases are synchronous here)
+      if (m.op === "sync") return reply({ kind: "lock-reply", req: m.req, error: null });
       let lock = locks.get(m.holder);
       if (m.op === "shared" || m.op === "exclusive" || m.op === "upgrade") {
         if (lock === undefined || m.op !== "upgrade") {

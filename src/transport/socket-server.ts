@@ -55,6 +55,11 @@ export interface SocketServerOptions {
   maxSessions: number | null;
   /** The observer (session journal) of the session on this connection. */
   observe?(stream: SocketStream, logger: Logger): SessionObserver;
+  /**
+   * Awaited after a session ended and before that is logged and reported (a worker waits here
+   * for the main thread to have released the session's locks).
+   */
+  afterSession?(): Promise<void>;
 }
 
 /** How long a refused connection may stay open waiting for the client's first bytes. */
@@ -157,6 +162,10 @@ export class SocketServer {
     let result: SessionResult | null = null;
     const done = session
       .run(stream)
+      .then(async (r) => {
+        await this.options.afterSession?.().catch(() => undefined);
+        return r;
+      })
       .then(
         (r) => {
           result = r;

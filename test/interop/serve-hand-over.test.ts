@@ -98,7 +98,10 @@ describe("burg serve --daemon-socket through a real sshd", () => {
       for (const n of names) ok(await borg("all", ["init", "-e", "none", url(join(repos, n))]), `init ${n}`);
       const creates = names.map((n) => spawnBorg("all", ["create", url(join(repos, n), "a"), src]));
       const codes = await Promise.all(creates.map(async (p) => ({ code: await p.exited, err: await new Response(p.stderr).text() })));
-      for (const c of codes) expect(c).toEqual({ code: 0, err: "" });
+      // Concurrent ssh logins may make the login shell's own start-up files complain (pyenv's
+      // rehash racing itself on some machines); only what burg or borg say counts here.
+      const ours = (err: string) => err.split("\n").filter((l) => l !== "" && !/pyenv/.test(l)).join("\n");
+      for (const c of codes) expect({ code: c.code, err: ours(c.err) }).toEqual({ code: 0, err: "" });
       // init, create: two sessions per client, every one of them in the daemon
       expect(handOvers() - before).toBe(32);
       const peak = Math.max(...[...daemon.log().matchAll(/accepted \((\d+) running\)/g)].map((m) => Number(m[1])));
@@ -186,8 +189,9 @@ describe("burg serve --daemon-socket through a real sshd", () => {
       const p = spawnBorg("all", ["create", url(repo, "cut"), big]);
       await waitUntil(() => existsSync(join(repo, "lock.exclusive")) && handOvers() > seen, "the backup's lock", 30_000);
       const m = [...daemon.log().matchAll(/connection (\d+) \(hand-over\) from PID (\d+)/g)].at(-1)!;
-      // the forced command waits as a shell of a megabyte or two, not as a whole burg
-      expect(readFileSync(`/proc/${m[2]}/comm`, "utf8").trim()).toBe("sh");
+      // the forced command waits as a shell of a megabyte or two, not as a whole burg (it execs
+      // right after telling the daemon to go, so the session may be under way a moment before)
+      await waitUntil(() => readFileSync(`/proc/${m[2]}/comm`, "utf8").trim() === "sh", "the forced command to wait as sh", 10_000);
       const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${m[2]}/status`, "utf8"))![1]);
       expect(rssKiB).toBeLessThan(8 * 1024);
       process.kill(Number(m[2]), "SIGTERM");
