@@ -3,6 +3,7 @@
 // without (every use here is an optimisation with a plain fallback).
 
 import { dlopen, FFIType, ptr } from "bun:ffi";
+import { dupOnto, setNonBlocking } from "./unix-socket.ts";
 
 export type Libc = {
   mmap(addr: null, length: number, prot: number, flags: number, fd: number, offset: number): number | null;
@@ -97,11 +98,8 @@ export function peerCredentials(fd: number): { pid: number; uid: number; gid: nu
 
 type Exec = {
   execve(path: Uint8Array, argv: Uint8Array, envp: Uint8Array): number;
-  dup2(from: number, to: number): number;
-  fcntl(fd: number, cmd: number, arg: number): number;
 };
 let execLib: Exec | null | undefined;
-
 
 function cString(s: string): Uint8Array {
   return new TextEncoder().encode(s + "\0");
@@ -120,21 +118,15 @@ function pointerArray(strings: Uint8Array[]): Uint8Array {
  * program, no libc); descriptor 0 may then be the copy of `stdinFd`.
  */
 export function execWithStdin(path: string, argv: string[], env: string[], stdinFd: number): boolean {
-  if (execLib === undefined) {
-    execLib = open<Exec>({
-      execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-      dup2: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-      fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-    });
-  }
+  execLib ??= open<Exec>({ execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 } });
   if (execLib === null) return false;
-  if (execLib.dup2(stdinFd, 0) < 0) return false;
-  // Bun made the descriptor non-blocking; a program reading its stdin expects it blocking
-  const F_GETFL = 3;
-  const F_SETFL = 4;
-  const O_NONBLOCK = 0o4000;
-  const flags = execLib.fcntl(0, F_GETFL, 0);
-  if (flags >= 0) execLib.fcntl(0, F_SETFL, flags & ~O_NONBLOCK);
+  try {
+    dupOnto(stdinFd, 0);
+    // Bun made the descriptor non-blocking; a program reading its stdin expects it blocking
+    setNonBlocking(0, false);
+  } catch {
+    return false;
+  }
   const cPath = cString(path);
   const cArgv = argv.map(cString);
   const cEnv = env.map(cString);

@@ -6,7 +6,7 @@
 // Struct layouts are Linux LP64 (x86-64 and arm64 alike): sockaddr_un is a 16-bit family and
 // 108 bytes of path; msghdr is 56 bytes (name 0, namelen 8, iov 16, iovlen 24, control 32,
 // controllen 40, flags 48); cmsghdr is a 64-bit length, level and type, then the data.
-// Every function returns -errno on failure (or throws UnixSocketError where a caller wants one).
+// Failures throw UnixSocketError with the errno.
 
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 import { openSync } from "node:fs";
@@ -97,9 +97,22 @@ function errno(): number {
   return read.i32(libc().__errno_location(), 0);
 }
 
-function fail(what: string, path?: string): UnixSocketError {
-  const e = errno();
+function fail(what: string, path?: string, e = errno()): UnixSocketError {
   return new UnixSocketError(`${what}${path !== undefined ? ` ${path}` : ""}: ${ERRNO_NAMES[e] ?? `errno ${e}`}`, e);
+}
+
+/** A new UNIX stream socket (close-on-exec, blocking). */
+function newSocket(): number {
+  const fd = libc().socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw fail("socket()");
+  return fd;
+}
+
+/** Close `fd` after a failed call on it and throw that call's error. */
+function failClosing(fd: number, what: string, path: string): never {
+  const e = fail(what, path);
+  libc().close(fd);
+  throw e;
 }
 
 function sockaddr(path: string): Uint8Array {
@@ -117,32 +130,17 @@ function sockaddr(path: string): Uint8Array {
 export function listenUnix(path: string, backlog = 512): number {
   const c = libc();
   const addr = sockaddr(path);
-  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw fail("socket()");
-  if (c.bind(fd, addr, addr.length) !== 0) {
-    const e = fail("cannot bind", path);
-    c.close(fd);
-    throw e;
-  }
-  if (c.listen(fd, backlog) !== 0) {
-    const e = fail("cannot listen on", path);
-    c.close(fd);
-    throw e;
-  }
+  const fd = newSocket();
+  if (c.bind(fd, addr, addr.length) !== 0) failClosing(fd, "cannot bind", path);
+  if (c.listen(fd, backlog) !== 0) failClosing(fd, "cannot listen on", path);
   return fd;
 }
 
 /** A socket connected to the listener at `path` (blocking, close-on-exec). */
 export function connectUnix(path: string): number {
-  const c = libc();
   const addr = sockaddr(path);
-  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw fail("socket()");
-  if (c.connect(fd, addr, addr.length) !== 0) {
-    const e = fail("cannot connect to", path);
-    c.close(fd);
-    throw e;
-  }
+  const fd = newSocket();
+  if (libc().connect(fd, addr, addr.length) !== 0) failClosing(fd, "cannot connect to", path);
   return fd;
 }
 
@@ -160,14 +158,23 @@ let devNull: number | null = null;
  */
 export function neutralizeFd(fd: number): void {
   devNull ??= openSync("/dev/null", "r+");
-  libc().dup2(devNull, fd);
+  dupOnto(devNull, fd);
 }
 
-/** Make `fd` non-blocking (so Bun's event loop can read it instead of a thread-pool thread). */
-export function setNonBlocking(fd: number): void {
+/** dup2(2): `to` becomes a copy of `from` (what `to` was is closed). */
+export function dupOnto(from: number, to: number): void {
+  if (libc().dup2(from, to) < 0) throw fail("dup2()");
+}
+
+/**
+ * Make `fd` non-blocking (so Bun's event loop can read it instead of a thread-pool thread), or
+ * blocking again (for a program that reads it as its stdin).
+ */
+export function setNonBlocking(fd: number, nonBlocking = true): void {
   const c = libc();
   const flags = c.fcntl(fd, F_GETFL, 0);
-  if (flags < 0 || c.fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw fail("fcntl(O_NONBLOCK)");
+  const wanted = nonBlocking ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (flags < 0 || c.fcntl(fd, F_SETFL, wanted) < 0) throw fail("fcntl(O_NONBLOCK)");
 }
 
 /**
@@ -201,7 +208,7 @@ export function sendWithFds(fd: number, data: Uint8Array, fds: number[]): void {
     if (n < 0) {
       const e = errno();
       if (e === 4) continue; // EINTR
-      throw new UnixSocketError(`sendmsg: ${ERRNO_NAMES[e] ?? `errno ${e}`}`, e);
+      throw fail("sendmsg", undefined, e);
     }
     offset += n;
     first = false;
