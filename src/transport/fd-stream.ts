@@ -224,6 +224,24 @@ export function fdSessionStream(
       },
     };
   };
+  /**
+   * Stop Bun's reader, then `action` on each descriptor. The reader must let go of a descriptor
+   * before it is closed: a closed number can come back as another file, which it would then poll.
+   */
+  const letGo = async (action: (fd: number) => void) => {
+    try {
+      await reader?.cancel();
+    } catch {
+      // already done
+    }
+    for (const fd of new Set([inFd, outFd])) {
+      try {
+        action(fd);
+      } catch {
+        // not open
+      }
+    }
+  };
   return {
     ...(opts.nonBlocking ? {} : { read: (buf: Uint8Array) => readFd(inFd, buf) }),
     get readable(): AsyncIterable<Uint8Array> {
@@ -232,37 +250,13 @@ export function fdSessionStream(
     },
     async destroy(): Promise<void> {
       // cut off at once, but keep the numbers until close(): a write may still be under way
-      try {
-        await reader?.cancel();
-      } catch {
-        // already done
-      }
-      for (const fd of new Set([inFd, outFd])) {
-        try {
-          neutralizeFd(fd);
-        } catch {
-          // not open
-        }
-      }
+      await letGo(neutralizeFd);
     },
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
-      // Bun's reader must let go of the descriptor before it is closed: a closed number can
-      // come back as another file, which the reader would then poll.
-      try {
-        await reader?.cancel();
-      } catch {
-        // already done
-      }
+      await letGo(closeFd);
       reader = null;
-      for (const fd of new Set([inFd, outFd])) {
-        try {
-          closeFd(fd);
-        } catch {
-          // not open
-        }
-      }
     },
     async write(data: Uint8Array, written?: () => void): Promise<void> {
       if (failure !== null) throw failure;
