@@ -22,7 +22,7 @@ import {
   type ServePolicy,
 } from "../rpc/policy.ts";
 import type { SessionConfig } from "../rpc/session.ts";
-import { serveStdio } from "../transport/stdio.ts";
+import { handleStopSignals, serveStdio } from "../transport/stdio.ts";
 import { handOverToDaemon } from "../transport/hand-over-client.ts";
 import { resolve } from "node:path";
 import { log, type LevelName } from "../util/log.ts";
@@ -261,23 +261,12 @@ export interface ServeIO {
 async function tryHandOver(path: string, settings: ServeSettings, io: ServeIO): Promise<number | null> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(io.env)) if (v !== undefined) env[k] = v;
-  const signals: Array<[NodeJS.Signals, number]> = [
-    ["SIGTERM", 15],
-    ["SIGHUP", 1],
-    ...(process.stdin.isTTY ? ([["SIGINT", 2]] as Array<[NodeJS.Signals, number]>) : []),
-  ];
   let stop: ((code: number) => void) | null = null;
   let signalled: number | null = null;
-  const handlers = signals.map(([name, num]) => {
-    const handler = () => {
-      signalled ??= 128 + num;
-      stop?.(128 + num);
-    };
-    process.on(name, handler);
-    return [name, handler] as const;
+  const removeHandlers = handleStopSignals((_name, exitCode) => {
+    signalled ??= exitCode;
+    stop?.(exitCode);
   });
-  const ignoreInterrupt = () => {};
-  if (!process.stdin.isTTY) process.on("SIGINT", ignoreInterrupt);
   try {
     const r = await handOverToDaemon(
       resolve(io.cwd, path),
@@ -299,8 +288,7 @@ async function tryHandOver(path: string, settings: ServeSettings, io: ServeIO): 
     log.log(r.level === "debug" ? "DEBUG" : r.level === "info" ? "INFO" : "WARNING", `not handed over: ${r.reason}; serving the session here`);
     return null;
   } finally {
-    for (const [name, handler] of handlers) process.off(name, handler);
-    process.off("SIGINT", ignoreInterrupt);
+    removeHandlers();
   }
 }
 

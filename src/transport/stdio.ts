@@ -32,28 +32,42 @@ function protectStdout(): void {
   console.debug = toStderr;
 }
 
+/**
+ * The signals that end a serve process, as serveStdio handles them: SIGTERM and SIGHUP (and
+ * SIGINT when stdin is a terminal) call `onSignal` with the exit code 128 + N; otherwise SIGINT
+ * is ignored (`onIgnoredInterrupt` is told). Returns the function that removes the handlers.
+ */
+export function handleStopSignals(onSignal: (name: NodeJS.Signals, exitCode: number) => void, onIgnoredInterrupt: () => void = () => {}): () => void {
+  const signals: Array<[NodeJS.Signals, number]> = process.stdin.isTTY ? [...SIGNALS, ["SIGINT", 2]] : SIGNALS;
+  if (!process.stdin.isTTY) process.on("SIGINT", onIgnoredInterrupt);
+  const handlers = signals.map(([name, num]) => {
+    const handler = () => onSignal(name, 128 + num);
+    process.on(name, handler);
+    return [name, handler] as const;
+  });
+  return () => {
+    for (const [name, handler] of handlers) process.off(name, handler);
+    process.off("SIGINT", onIgnoredInterrupt);
+  };
+}
+
 /** Run one session on this process's stdio; resolves with the exit code. */
 export async function serveStdio(config: SessionConfig): Promise<number> {
   protectStdout();
   const session = new Session(config);
   let signalExit: number | null = null;
-  const signals: Array<[NodeJS.Signals, number]> = process.stdin.isTTY ? [...SIGNALS, ["SIGINT", 2]] : SIGNALS;
-  const ignoreInterrupt = () => config.logger.debug("SIGINT ignored (the borg client handles Ctrl-C)");
-  if (!process.stdin.isTTY) process.on("SIGINT", ignoreInterrupt);
-  const handlers = signals.map(([name, num]) => {
-    const handler = () => {
-      if (signalExit === null) signalExit = 128 + num;
+  const removeHandlers = handleStopSignals(
+    (name, exitCode) => {
+      if (signalExit === null) signalExit = exitCode;
       session.abort(`received ${name}`);
-    };
-    process.on(name, handler);
-    return [name, handler] as const;
-  });
+    },
+    () => config.logger.debug("SIGINT ignored (the borg client handles Ctrl-C)"),
+  );
   try {
     const result = await session.run(growingPipes(fdSessionStream(0, 1), [0, 1]));
     return signalExit ?? result.exitCode;
   } finally {
     releaseAllLocks();
-    for (const [name, handler] of handlers) process.off(name, handler);
-    process.off("SIGINT", ignoreInterrupt);
+    removeHandlers();
   }
 }
