@@ -42,8 +42,9 @@ interface Slot {
   running: number;
   /** The descriptors of each session the worker has not reported ended (closed if it fails). */
   sessions: Map<number, number[]>;
-  stopped: Promise<Ended> | null;
-  onStopped: ((e: Ended) => void) | null;
+  /** The worker's shutdown, once asked for; it resolves when the worker is done. */
+  stopped: Promise<void> | null;
+  onStopped: (() => void) | null;
 }
 
 export class SessionPool {
@@ -115,7 +116,7 @@ export class SessionPool {
         this.running -= slot.running;
         slot.running = 0;
         if (this.stopping) {
-          slot.onStopped?.({ ...this.ended });
+          slot.onStopped?.();
           return;
         }
         void this.spawn(slot, n).catch((e: unknown) => this.options.logger.error(`burg socket: worker ${n} could not be restarted: ${(e as Error).message}`));
@@ -141,7 +142,7 @@ export class SessionPool {
         this.options.onOpened(m.path);
         break;
       case "stopped":
-        slot.onStopped?.(m.ended);
+        slot.onStopped?.();
         break;
       case "lock":
         slot.locks.handle(m);
@@ -204,7 +205,7 @@ export class SessionPool {
       this.options.logger.warning(`burg socket: waiting up to ${timeout} s for ${this.running} running session(s) to finish`);
     }
     const all = this.slots.map((slot) => {
-      slot.stopped ??= new Promise<Ended>((resolve) => {
+      slot.stopped ??= new Promise<void>((resolve) => {
         slot.onStopped = resolve;
         slot.worker.postMessage({ kind: "shutdown", timeout } satisfies ToWorker);
       });

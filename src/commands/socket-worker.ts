@@ -47,7 +47,7 @@ export type FromWorker =
   | { kind: "failed"; message: string }
   | { kind: "ended"; id: number; end: SessionResult["end"] | null }
   | { kind: "opened"; path: string }
-  | { kind: "stopped"; ended: Record<SessionResult["end"], number> }
+  | { kind: "stopped" }
   | LockRequest;
 
 const post = (m: FromWorker) => postMessage(m);
@@ -272,7 +272,7 @@ export function socketWorkerMain(): void {
       case "shutdown":
         void (server?.shutdown(m.timeout) ?? Promise.resolve()).then(() => {
           releaseAllLocks();
-          post({ kind: "stopped", ended: server?.ended ?? { eof: 0, "protocol-error": 0, "connection-lost": 0, "io-error": 0, aborted: 0 } });
+          post({ kind: "stopped" });
         });
         break;
       case "abort":
