@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { appendFileSync, chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertSameTree, makeSourceTree } from "../support/data.ts";
 import { BURG, borgEnv, requireBorg, requireBurg, run, runAsync, type RunResult } from "../support/env.ts";
@@ -25,12 +25,7 @@ let daemon: ServerProcess;
 const keys: Record<string, string> = {};
 
 function addForcedKey(name: string, command: string): void {
-  const key = join(home, `id_${name}`);
-  const r = Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key]);
-  if (r.exitCode !== 0) throw new Error(r.stderr.toString());
-  const pub = readFileSync(`${key}.pub`, "utf8").trim();
-  appendFileSync(join(sshd.dir, "authorized_keys"), `command="${command}",restrict ${pub}\n`);
-  keys[name] = key;
+  keys[name] = sshd.addForcedKey(name, command);
 }
 
 const rsh = (key: string) => ["ssh", ...sshd.sshOptions(keys[key])].join(" ");

@@ -3,7 +3,7 @@
 // (SSH_ORIGINAL_COMMAND) cannot widen them, only the log level and lock wait pass through.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { makeSourceTree } from "../support/data.ts";
 import { BURG, borgEnv, requireBorg, requireBurg, runAsync, tempDir } from "../support/env.ts";
@@ -17,12 +17,7 @@ let src: string;
 const keys: Record<string, string> = {};
 
 function addForcedKey(name: string, command: string): void {
-  const key = join(home, `id_${name}`);
-  const r = Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key]);
-  if (r.exitCode !== 0) throw new Error(r.stderr.toString());
-  const pub = readFileSync(`${key}.pub`, "utf8").trim();
-  appendFileSync(join(sshd.dir, "authorized_keys"), `command="${command}",restrict ${pub}\n`);
-  keys[name] = key;
+  keys[name] = sshd.addForcedKey(name, command);
 }
 
 function borg(key: string, args: string[], extra: Record<string, string> = {}) {

@@ -8,7 +8,7 @@
 // No bun:test imports here: the demo (build/demo.ts) uses this too. Callers stop() it; tests
 // register that in afterAll.
 
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 
@@ -24,6 +24,11 @@ export interface PrivateSshd {
   knownHosts: string;
   /** ssh options (as burg pull takes them) for logging in with `key`; nothing from ~/.ssh is used. */
   sshOptions(key?: string): string[];
+  /**
+   * A new key whose authorized_keys line forces `command` (with `restrict`); returns the private
+   * key's path.
+   */
+  addForcedKey(name: string, command: string): string;
   /** sshd's own log (-E). */
   log(): string;
   pid: number;
@@ -63,8 +68,8 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function keygen(path: string, type = "ed25519"): string {
-  const r = sh(["ssh-keygen", "-q", "-t", type, "-N", "", "-C", "burg-test", "-f", path]);
+function keygen(path: string, type = "ed25519", comment = "burg-test"): string {
+  const r = sh(["ssh-keygen", "-q", "-t", type, "-N", "", "-C", comment, "-f", path]);
   if (r.code !== 0) throw new Error(`ssh-keygen failed: ${r.err}`);
   return readFileSync(`${path}.pub`, "utf8").trim();
 }
@@ -161,6 +166,12 @@ export async function startSshd(dir: string, opts: { extraConfig?: string[] } = 
         "-o",
         "LogLevel=ERROR",
       ],
+      addForcedKey(name, command) {
+        const key = join(dir, `id_forced_${name}`);
+        const pub = keygen(key, "ed25519", name);
+        appendFileSync(authorized, `command="${command}",restrict ${pub}\n`);
+        return key;
+      },
       log: () => text,
       async stop() {
         if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM");
