@@ -62,6 +62,7 @@ import {
   DEFAULT_SEGMENTS_PER_DIR,
   HEADER_SIZE,
   isManifestId,
+  KEY_SIZE,
   MAX_OBJECT_SIZE,
   MAX_SEGMENT_SIZE_LIMIT,
   PUT_HEADER_SIZE,
@@ -984,6 +985,7 @@ export class Repository implements RepositoryHandle {
 
     log.debug(`Compaction started (threshold is ${Math.trunc(threshold * 100)}%).`, LOGGER);
     const work = [...this.compact.entries()].sort((a, b) => a[0] - b[0]);
+    const keyScratch = new Uint8Array(KEY_SIZE);
     let done = 0;
     const tell = this.onCompactProgress;
     let bytesTotal = 0;
@@ -1018,24 +1020,23 @@ export class Repository implements RepositoryHandle {
         LOGGER,
       );
       const here = heldAt.has(segment) ? this.matchHolds(holds, heldAt.get(segment)!, segment) : null;
-      for (const e of io.iterObjects(segment, { includeData: true, verifyCrc: false })) {
+      // Entries are read only when they are copied (or are DELETEs): what is dropped is never
+      // read. The key is copied out: reading an entry moves the iteration's window.
+      for (const e of io.iterObjects(segment, { copying: true })) {
         if (e.tag === TAG_COMMIT) continue;
-        const key = e.key!;
-        const verify = () => {
-          if (!entryCrcOk(e.raw!)) throw new IntegrityError(`Segment entry checksum mismatch [segment ${segment}, offset ${e.offset}]`);
-        };
+        const key = keyScratch;
+        key.set(e.key!);
         const bucket = index.lookup(key);
         const inIndex = bucket >= 0;
         const isIndexObject = inIndex && index.segmentAt(bucket) === segment && index.offsetAt(bucket) === e.offset;
         if (e.tag === TAG_PUT && isIndexObject) {
-          verify();
           let newSegment: number, newOffset: number;
           try {
-            [newSegment, newOffset] = io.writeRawPut(e.raw!, true);
+            [newSegment, newOffset] = io.copyPut(e, segment, true);
           } catch (err) {
             if (!(err instanceof SegmentFull)) throw err;
             completeXfer();
-            [newSegment, newOffset] = io.writeRawPut(e.raw!);
+            [newSegment, newOffset] = io.copyPut(e, segment);
           }
           index.set(key, newSegment, newOffset);
           segments.set(newSegment, (segments.get(newSegment) ?? 0) + 1);
@@ -1043,10 +1044,7 @@ export class Repository implements RepositoryHandle {
         } else if (e.tag === TAG_PUT && !isIndexObject) {
           const h = here?.get(e.offset);
           if (h !== undefined) {
-            if (holds.isHeld(h, now, keepMs)) {
-              verify();
-              this.copyHeld(holds, h, key, e.raw!, completeXfer);
-            }
+            if (holds.isHeld(h, now, keepMs)) this.copyHeld(holds, h, key, e, segment, completeXfer);
             else expired.add(h);
           }
           // A superseded PUT: gone once this segment is deleted, so drop it from the shadow index
@@ -1056,9 +1054,11 @@ export class Repository implements RepositoryHandle {
             const i = shadowed.indexOf(segment);
             if (i >= 0) shadowed.splice(i, 1);
           }
-          this.storageQuotaUse -= e.data!.length + PUT_HEADER_SIZE;
+          this.storageQuotaUse -= e.size;
         } else if (e.tag === TAG_DELETE && !inIndex) {
-          verify();
+          if (!entryCrcOk(io.entryView(e, segment))) {
+            throw new IntegrityError(`Segment entry checksum mismatch [segment ${segment}, offset ${e.offset}]`);
+          }
           const hex = toHex(key);
           const shadowed = this.shadowIndex.get(hex);
           const keyNotInShadowIndex = shadowed === undefined;
@@ -1142,23 +1142,23 @@ export class Repository implements RepositoryHandle {
   }
 
   /**
-   * Copy held entry `h` (id `key`, the whole entry `raw`) into the current compaction segment so that it
+   * Copy held entry `h` (id `key`, entry `e` of segment `from`) into the current compaction segment so that it
    * survives its old segment. Replay must still end where it ends now, so the copy is followed
    * in the same segment (no commit between them) by a DELETE, or, when the id is live, by a copy
    * of the live entry; plain borg sees superseded entries there, which its compaction drops.
    */
-  private copyHeld(holds: HoldTable, h: number, key: Uint8Array, raw: Uint8Array, completeXfer: () => void): void {
+  private copyHeld(holds: HoldTable, h: number, key: Uint8Array, e: SegmentEntry, from: number, completeXfer: () => void): void {
     const io = this.segIO;
     const index = this.index!;
     const segments = this.segments;
-    const size = raw.length;
+    const size = e.size;
     let seg: number, off: number;
     try {
-      [seg, off] = io.writeRawPut(raw, true, { plain: true });
+      [seg, off] = io.copyPut(e, from, true, { plain: true });
     } catch (err) {
       if (!(err instanceof SegmentFull)) throw err;
       completeXfer();
-      [seg, off] = io.writeRawPut(raw, false, { plain: true });
+      [seg, off] = io.copyPut(e, from, false, { plain: true });
     }
     this.storageQuotaUse += size;
     this.compact.set(seg, (this.compact.get(seg) ?? 0) + size);

@@ -101,7 +101,7 @@ export class SegmentEntries {
     const key = new Uint8Array(KEY_SIZE);
     const kw = new Int32Array(key.buffer);
     const words = new Int32Array(this.keys.buffer, this.keys.byteOffset, this.keys.length >> 2);
-    const e: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null, raw: null };
+    const e: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null, raw: null, source: null };
     const result: IteratorResult<SegmentEntry> = { value: e, done: false };
     let i = 0;
     return {

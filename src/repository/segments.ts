@@ -9,6 +9,7 @@ import {
   existsSync,
   fdatasyncSync,
   fstatSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -50,6 +51,8 @@ export interface SegmentEntry {
   data: Uint8Array | null;
   /** The whole entry, header included (when data was read). */
   raw: Uint8Array | null;
+  /** With iterObjects' `copying`: where copyPut() reads the entry's bytes from. */
+  source: ChunkReader | null;
 }
 
 /** Does a whole entry (header included) carry a valid CRC32? */
@@ -69,6 +72,13 @@ const WRITE_BUFFER_SIZE = 1 << 20;
 /** Entries this big are written from the caller's buffer rather than copied into ours. */
 const DIRECT_WRITE_MIN = 64 * 1024;
 const READ_CHUNK = 8 << 20;
+/**
+ * Compaction moves entries through pieces this big: each is read and then written while it is
+ * still in the CPU cache. Copying through one big buffer instead made the kernel's copy into
+ * the page cache several times slower (measured: dd with bs=1M against bs=256k, tmpfs to tmpfs,
+ * 1.24 s against 0.16 s for 614 MiB).
+ */
+const COPY_PIECE = 256 << 10;
 const FD_CACHE_SIZE = 90;
 const FD_MAX_AGE_MS = 4 * 60 * 1000;
 
@@ -88,6 +98,7 @@ export class SegmentStore {
   /** Segments created by the open transaction, with their inode numbers. */
   private readonly created = new Map<number, number>();
   private writeBuf = new Uint8Array(WRITE_BUFFER_SIZE);
+  private copyScratch: Uint8Array | null = null;
   /** read()'s header, reused: it is parsed before the next read. */
   private readonly headerScratch = new Uint8Array(PUT_HEADER_SIZE);
   private writeBufLen = 0;
@@ -322,9 +333,12 @@ export class SegmentStore {
    */
   *iterObjects(
     segment: number,
-    opts: { offset?: number; readData?: boolean; includeData?: boolean; verifyCrc?: boolean } = {},
+    opts: { offset?: number; readData?: boolean; includeData?: boolean; verifyCrc?: boolean; copying?: boolean } = {},
   ): Generator<SegmentEntry> {
-    const readData = opts.readData ?? true;
+    // `copying`: headers and keys only, read through a window of COPY_PIECE; what is not copied
+    // with copyPut() (or viewed with entryView()) is never read.
+    const copying = opts.copying ?? false;
+    const readData = !copying && (opts.readData ?? true);
     // Compaction verifies only what it copies (entryCrcOk); dropped entries need no check.
     const verifyCrc = opts.verifyCrc ?? true;
     const includeData = opts.includeData ?? false;
@@ -333,13 +347,13 @@ export class SegmentStore {
     const fd = openSync(this.segmentFilename(segment), fsc.O_RDONLY);
     try {
       const fileSize = fstatSync(fd).size;
-      const reader = new ChunkReader(fd, fileSize, readData ? READ_CHUNK : 64 * 1024);
+      const reader = new ChunkReader(fd, fileSize, readData ? READ_CHUNK : copying ? COPY_PIECE : 64 * 1024);
       if (offset === 0) {
         const m = reader.view(0, MAGIC_LEN);
         if (!m || !bytesEqual(m, MAGIC)) throw new IntegrityError(`Invalid segment magic [segment ${segment}, offset 0]`);
         offset = MAGIC_LEN;
       }
-      const entry: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null, raw: null };
+      const entry: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null, raw: null, source: copying ? reader : null };
       while (offset < fileSize) {
         const where = `[segment ${segment}, offset ${offset}]`;
         const h = reader.view(offset, HEADER_SIZE);
@@ -540,21 +554,65 @@ export class SegmentStore {
   }
 
   /**
-   * Append a PUT entry as it is (header and CRC included), as compaction copies one: no CRC to
-   * compute, and big entries go to the file straight from the caller's buffer.
+   * The bytes of entry `e` (from iterObjects with `copying`), read now; a view valid until the
+   * iteration moves on. For small entries (DELETEs); copyPut() moves PUTs.
    */
-  writeRawPut(raw: Uint8Array, raiseFull = false, opts: WriteOptions = {}): [segment: number, offset: number] {
-    const id = raw.subarray(HEADER_SIZE, PUT_HEADER_SIZE);
-    this.getWriteFd({ wantNew: !opts.plain && isManifestId(id), raiseFull, noNew: opts.sameSegment });
-    const offset = this.offset;
-    if (raw.length >= DIRECT_WRITE_MIN) {
-      this.flushWrites();
-      writeAll(this.writeFd!, raw);
+  entryView(e: SegmentEntry, segment: number): Uint8Array {
+    const raw = e.source!.view(e.offset, e.size);
+    if (!raw) throw new IntegrityError(`Segment entry data short read ${whereText(segment, e.offset)}`);
+    return raw;
+  }
+
+  /**
+   * Append PUT entry `e` (from iterObjects with `copying`) as it is, header and CRC included,
+   * as compaction copies one. Its bytes go through pieces of COPY_PIECE, each checked against
+   * the entry's CRC and written while still in the CPU cache; an entry that fails its CRC is
+   * cut off the segment again and IntegrityError names it. Returns where the copy is.
+   */
+  copyPut(e: SegmentEntry, segment: number, raiseFull = false, opts: WriteOptions = {}): [segment: number, offset: number] {
+    const reader = e.source!;
+    const where = () => whereText(segment, e.offset);
+    const head = reader.view(e.offset, PUT_HEADER_SIZE);
+    if (!head) throw new IntegrityError(`Segment entry key short read ${where()}`);
+    const crc = (head[0]! | (head[1]! << 8) | (head[2]! << 16) | (head[3]! << 24)) >>> 0;
+    this.getWriteFd({ wantNew: !opts.plain && isManifestId(head.subarray(HEADER_SIZE)), raiseFull, noNew: opts.sameSegment });
+    const at = this.offset;
+    if (e.size <= COPY_PIECE) {
+      const raw = reader.view(e.offset, e.size);
+      if (!raw) throw new IntegrityError(`Segment entry data short read ${where()}`);
+      if ((crc32(raw.subarray(4)) >>> 0) !== crc) throw new IntegrityError(`Segment entry checksum mismatch ${where()}`);
+      if (raw.length >= DIRECT_WRITE_MIN) {
+        this.flushWrites();
+        writeAll(this.writeFd!, raw);
+      } else {
+        this.append(raw);
+      }
     } else {
-      this.append(raw);
+      this.flushWrites();
+      const piece = (this.copyScratch ??= new Uint8Array(COPY_PIECE));
+      let sum = 0;
+      try {
+        for (let done = 0; done < e.size; ) {
+          const n = Math.min(COPY_PIECE, e.size - done);
+          const got = readFully(reader.fd, piece, e.offset + done, n);
+          if (got < n) {
+            throw new IntegrityError(
+              `Segment entry data short read ${where()}: expected ${e.size - PUT_HEADER_SIZE}, got ${done + got - PUT_HEADER_SIZE} bytes`,
+            );
+          }
+          sum = crc32(done === 0 ? piece.subarray(4, n) : piece.subarray(0, n), sum);
+          writeAll(this.writeFd!, piece.subarray(0, n));
+          done += n;
+        }
+        if ((sum >>> 0) !== crc) throw new IntegrityError(`Segment entry checksum mismatch ${where()}`);
+      } catch (err) {
+        // Nothing may follow a torn copy: the segment ends where it ended before this entry.
+        ftruncateSync(this.writeFd!, at);
+        throw err;
+      }
     }
-    this.offset += raw.length;
-    return [this.segment, offset];
+    this.offset += e.size;
+    return [this.segment, at];
   }
 
   writeDelete(id: Uint8Array, raiseFull = false, opts: WriteOptions = {}): [segment: number, size: number] {
@@ -623,7 +681,7 @@ export class SegmentStore {
       // One read buffer that grows to the largest entry tried (at most MAX_OBJECT_SIZE), not
       // the whole segment: a damaged segment can be hundreds of MB.
       const reader = new ChunkReader(fd, size, READ_CHUNK, onUnreadable ?? (() => {}));
-      const entry: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null, raw: null };
+      const entry: SegmentEntry = { tag: 0, key: null, offset: 0, size: 0, data: null, raw: null, source: null };
       let p = 0;
       for (let h = reader.view(p, HEADER_SIZE); h !== null; h = reader.view(p, HEADER_SIZE)) {
         const crc = (h[0]! | (h[1]! << 8) | (h[2]! << 16) | (h[3]! << 24)) >>> 0;
@@ -681,7 +739,7 @@ class ChunkReader {
   private bufLen = 0;
   private seenBad = 0;
   constructor(
-    private fd: number,
+    readonly fd: number,
     private fileSize: number,
     chunk: number,
     private onUnreadable?: (start: number, end: number) => void,

@@ -342,8 +342,8 @@ describe("the engine out of space after the COMMIT", () => {
       if (where === "compaction") {
         const io = repo.io!;
         let copies = 0;
-        const original = io.writeRawPut.bind(io);
-        io.writeRawPut = (...args) => {
+        const original = io.copyPut.bind(io);
+        io.copyPut = (...args) => {
           if (++copies === 3) throw enospc();
           return original(...args);
         };
