@@ -114,6 +114,11 @@ export async function startSshd(dir: string, opts: { extraConfig?: string[] } = 
         "PermitUserEnvironment no",
         "LogLevel VERBOSE",
         "MaxStartups 100:30:200",
+        // sshd runs commands with the user's login shell, and Debian's bash sources ~/.bashrc
+        // when started by sshd at shell level 1: whatever the test machine's .bashrc does
+        // (pyenv's rehash, racing itself over concurrent logins, printing on stderr) would
+        // become part of every session. At level 2 bash runs no start-up files.
+        "SetEnv SHLVL=1",
         ...(opts.extraConfig ?? []),
         "",
       ].join("\n"),
