@@ -17,7 +17,20 @@ export function parseDuration(text: string): number | null {
 export function parseTime(text: string, now = Date.now()): number | null {
   const d = parseDuration(text);
   if (d !== null && !/^\d{4}/.test(text.trim())) return now - d * 1000;
-  if (!/^\d{4}-\d{2}-\d{2}/.test(text.trim())) return null;
-  const ms = Date.parse(text.trim());
-  return Number.isNaN(ms) ? null : ms;
+  const t = text.trim();
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/.exec(t);
+  if (m === null) return null;
+  const [, y, mo, day, h = "0", mi = "0", sec = "0", frac = "0", zone] = m;
+  const ms = Number(`0.${frac}`) * 1000;
+  // ISO 8601 without an offset is local time, a bare date too (Date.parse would read a bare
+  // date as UTC midnight).
+  const local = new Date(Number(y), Number(mo) - 1, Number(day), Number(h), Number(mi), Number(sec), ms);
+  if (local.getFullYear() !== Number(y) || local.getMonth() !== Number(mo) - 1 || local.getDate() !== Number(day)) return null;
+  if (Number(h) > 23 || Number(mi) > 59 || Number(sec) > 59) return null;
+  if (zone === undefined) return local.getTime();
+  const utc = Date.UTC(Number(y), Number(mo) - 1, Number(day), Number(h), Number(mi), Number(sec), ms);
+  if (zone === "Z") return utc;
+  const z = /^([+-])(\d{2}):?(\d{2})?$/.exec(zone)!;
+  const offset = (Number(z[2]) * 60 + Number(z[3] ?? "0")) * 60_000;
+  return z[1] === "+" ? utc - offset : utc + offset;
 }

@@ -162,5 +162,21 @@ describe("durations and times", () => {
     expect(parseTime("2026-12-01T08:00:00+01:00")).toBe(Date.UTC(2026, 11, 1, 7));
     expect(parseTime("1h", 10_000_000)).toBe(10_000_000 - 3_600_000);
     expect(parseTime("yesterday")).toBeNull();
+    expect(parseTime("2026-12-01T08:00:00.250-0530")).toBe(Date.UTC(2026, 11, 1, 13, 30, 0, 250));
+    expect(parseTime("2026-12-01 08:00Z")).toBe(Date.UTC(2026, 11, 1, 8));
+    expect(parseTime("2026-02-30")).toBeNull();
+    expect(parseTime("2026-12-01T25:00")).toBeNull();
+  });
+
+  test("a time without an offset, a bare date too, is local time", () => {
+    const script = `import { parseTime } from ${JSON.stringify(new URL("../../../src/util/duration.ts", import.meta.url).pathname)};
+console.log(JSON.stringify([parseTime("2026-12-01"), parseTime("2026-12-01T08:30"), parseTime("2026-07-01 08:30:15")]));`;
+    for (const [tz, hours] of [["America/New_York", [5, 5, 4]], ["Asia/Kolkata", [-5.5, -5.5, -5.5]], ["UTC", [0, 0, 0]]] as const) {
+      const r = Bun.spawnSync([process.execPath, "-e", script], { env: { ...process.env, TZ: tz }, stdout: "pipe", stderr: "pipe" });
+      expect(r.stderr.toString()).toBe("");
+      const got = JSON.parse(r.stdout.toString());
+      const h = hours as readonly number[];
+      expect(got).toEqual([Date.UTC(2026, 11, 1) + h[0]! * 3600_000, Date.UTC(2026, 11, 1, 8, 30) + h[1]! * 3600_000, Date.UTC(2026, 6, 1, 8, 30, 15) + h[2]! * 3600_000]);
+    }
   });
 });
