@@ -6,7 +6,7 @@
 // byte-identical, and `borg check --verify-data` passes.
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { cpSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertSameTree, makeSourceTree } from "../support/data.ts";
 import { BURG, killAndReap, runAsync } from "../support/env.ts";
@@ -35,23 +35,29 @@ interface Setup {
   ok(args: string[], env?: Record<string, string>): Promise<{ stdout: string; stderr: string }>;
 }
 
-async function setup(serveArgs: string): Promise<Setup> {
+/**
+ * A repository with archives a1..a3, made through `burg serve ${opts.before ?? serveArgs}`;
+ * the Setup's client then talks to `burg serve ${serveArgs}`.
+ */
+async function setup(serveArgs: string, opts: { before?: string } = {}): Promise<Setup> {
   const dir = scope.tempDir("burg-timelock-");
   const home = join(dir, "home");
   mkdirSync(home);
   const cwd = join(dir, "data");
   const repo = join(dir, "repo");
   const borg = remoteBorg(home, forcedSsh(dir, `BORG_HOST_ID=${HOST_ID} ${BURG} serve ${serveArgs}`));
+  const first = opts.before === undefined ? borg : remoteBorg(home, forcedSsh(dir, `BORG_HOST_ID=${HOST_ID} ${BURG} serve ${opts.before}`, "before-ssh"));
   const owner = remoteBorg(home, forcedSsh(dir, `BORG_HOST_ID=${HOST_ID} ${BURG} serve --keep-deleted 1h`, "owner-ssh"));
   const ok = async (args: string[], env: Record<string, string> = {}) => {
-    const r = await borg.run(args, { cwd, env });
+    const r = await s.borg.run(args, { cwd, env });
     expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 0, stderr: expect.any(String) });
     return r;
   };
-  const s: Setup = { dir, repo, borg, owner, cwd, archives: new Map(), ok };
+  const s: Setup = { dir, repo, borg: first, owner, cwd, archives: new Map(), ok };
   makeSourceTree(join(cwd, "common"), { seed: 1, files: 200, totalBytes: 4_000_000 });
   await ok(["init", "-e", "repokey", borg.url(repo)]);
   for (let i = 1; i <= 3; i++) await backup(s, `a${i}`, i);
+  s.borg = borg;
   return s;
 }
 
@@ -135,13 +141,18 @@ describe("time-locked deletes (--keep-deleted)", () => {
   );
 
   test(
-    "prune --keep-last 1 and compact, then a legitimate backup: all four archives after the undelete",
+    "archives made before the time lock was used; prune --keep-last 1 and compact, then a legitimate backup: all four archives after the undelete",
     async () => {
-      const s = await setup("--keep-deleted 1h --append-only");
+      // a1..a3 through a plain burg serve: the time lock covers what is deleted from now on
+      const s = await setup("--keep-deleted 1h", { before: "" });
       const t = await beforeAttack();
-      // --append-only keeps its meaning: compaction is off, the prune itself works
+      const segmentsBefore = segmentBytes(s.repo);
       await s.ok(["prune", "--keep-last", "1", s.borg.url(s.repo)]);
       await s.ok(["compact", s.borg.url(s.repo)]);
+      // what compaction would have dropped is held, and nothing left the segments
+      const held = JSON.parse((await burg("status", "--json", s.repo)).stdout).held.bytes as number;
+      expect(held).toBeGreaterThan(1_000_000); // a1's and a2's own files, 3 MB, about half compressed
+      expect(segmentBytes(s.repo)).toBeGreaterThanOrEqual(segmentsBefore - 200_000);
       await backup(s, "after", 9);
       expect((await s.ok(["list", "--short", s.borg.url(s.repo)])).stdout.trim().split("\n").sort()).toEqual(["a3", "after"]);
       await recoverAndVerify(s, t, ["a1", "a2", "a3", "after"]);
@@ -175,9 +186,42 @@ describe("time-locked deletes (--keep-deleted)", () => {
   );
 
   test(
-    "destroy is refused under a time lock; the manifests the creates replaced are held",
+    "with --append-only and with --permissions no-delete each keeps its meaning",
+    async () => {
+      const s = await setup("--keep-deleted 1h --append-only");
+      const files = () => new Map(readdirSync(join(s.repo, "data", "0")).map((f) => [f, statSync(join(s.repo, "data", "0", f)).size]));
+      const before = files();
+      // append-only: the delete works, compaction is off, so nothing leaves the segments
+      await s.ok(["delete", s.borg.url(s.repo, "a1")], REPAIR);
+      await s.ok(["compact", s.borg.url(s.repo)]);
+      const after = files();
+      for (const [f, size] of before) expect({ f, size: after.get(f) }).toEqual({ f, size });
+      expect((await s.ok(["list", "--short", s.borg.url(s.repo)])).stdout.trim().split("\n")).toEqual(["a2", "a3"]);
+      // no-delete: deletes are refused as ever
+      const nodelete = remoteBorg(join(s.dir, "home"), forcedSsh(s.dir, `BORG_HOST_ID=${HOST_ID} ${BURG} serve --keep-deleted 1h --permissions no-delete`, "nodelete-ssh"));
+      const del = await nodelete.run(["delete", nodelete.url(s.repo, "a2")], { cwd: s.cwd, env: REPAIR });
+      expect(del.code).toBe(2);
+      expect(del.stderr).toContain("Permission denied");
+      expect((await s.ok(["list", "--short", s.borg.url(s.repo)])).stdout.trim().split("\n")).toEqual(["a2", "a3"]);
+      await plainCheck(s.repo);
+    },
+    300_000,
+  );
+
+  test(
+    "recreate works under the time lock and what it dropped is held; destroy is refused; the manifests the creates replaced are held",
     async () => {
       const s = await setup("--keep-deleted 1h");
+      const heldBefore = JSON.parse((await burg("status", "--json", s.repo)).stdout).held.bytes as number;
+      // recreate a1 without its own files: exit 0, the list unchanged, the dropped chunks held
+      await s.ok(["recreate", "--exclude", "snap-a1/own", s.borg.url(s.repo, "a1")]);
+      await s.ok(["compact", s.borg.url(s.repo)]);
+      const out = join(s.dir, "x-a1");
+      mkdirSync(out);
+      await s.borg.run(["extract", s.borg.url(s.repo, "a1")], { cwd: out });
+      expect(readdirSync(join(out, "snap-a1")).sort()).toEqual(["common", "name.txt"]);
+      const heldAfter = JSON.parse((await burg("status", "--json", s.repo)).stdout).held.bytes as number;
+      expect(heldAfter - heldBefore).toBeGreaterThan(500_000); // a1's own files, 1.5 MB, about half compressed
       const destroy = await s.borg.run(["delete", s.borg.url(s.repo)], { cwd: s.cwd, env: REPAIR });
       expect(destroy.code).toBe(2);
       expect(destroy.stderr).toContain("time lock");
@@ -193,12 +237,16 @@ describe("time-locked deletes (--keep-deleted)", () => {
     "a burg serve killed during the attack, and killed undeletes: plain borg accepts the repository each time, the undelete repeats",
     async () => {
       const s = await setup("--keep-deleted 1h --client-name kill-me");
-      for (const delay of [1200, 2400]) {
+      // killed once the attack's session holds the lock, and once its transaction has started
+      // writing (a segment beyond the last committed one exists)
+      for (const when of ["locked", "writing"] as const) {
         const t = await beforeAttack();
+        const last = lastSegment(s.repo);
         const attack = s.borg.run(["delete", "--glob-archives", "*", s.borg.url(s.repo)], { cwd: s.cwd, env: REPAIR });
-        await Bun.sleep(delay);
-        await killAndReap("serve --keep-deleted 1h --client-name kill-me");
-        await attack;
+        await waitFor(() => (when === "locked" ? existsSync(join(s.repo, "lock.exclusive")) : lastSegment(s.repo) > last), `the attack ${when}`);
+        expect(await killAndReap("serve --keep-deleted 1h --client-name kill-me")).not.toEqual([]);
+        // the client lost its server in the middle of the delete
+        expect((await attack).code).not.toBe(0);
         await plainCheck(s.repo);
         await recoverAndVerify(s, t, ["a1", "a2", "a3"], { mayBeDone: true });
       }
@@ -340,6 +388,22 @@ async function plainCheck(repo: string): Promise<void> {
   // after a kill, borg removes the dead process's lock (same host ID) and says so
   const stderr = r.stderr.split("\n").filter((l) => l !== "" && !/^(Killed stale lock|Removed stale .* roster lock)/.test(l));
   expect({ code: r.code, stderr }).toEqual({ code: 0, stderr: [] });
+}
+
+function lastSegment(repo: string): number {
+  let last = -1;
+  for (const d of readdirSync(join(repo, "data"))) {
+    for (const f of readdirSync(join(repo, "data", d))) if (/^\d+$/.test(f)) last = Math.max(last, Number(f));
+  }
+  return last;
+}
+
+async function waitFor(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(2);
+  }
 }
 
 function segmentBytes(repo: string): number {
