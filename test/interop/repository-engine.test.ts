@@ -7,7 +7,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Repository } from "../../src/repository/repository.ts";
 import { toHex } from "../../src/util/hex.ts";
-import { borgPython } from "../support/borg-python.ts";
+import { borgObjectIds as borgListedIds, borgPython } from "../support/borg-python.ts";
 import { assertSameTree, makeSourceTree, prng, randomBytes } from "../support/data.ts";
 import { borgEnv, requireBorg, run, tempDir } from "../support/env.ts";
 
@@ -17,29 +17,9 @@ function borg(home: string, args: string[], extraEnv: Record<string, string> = {
   return r;
 }
 
-/** The object ids borg itself sees in the repository (its own Repository.list, paged). */
+/** The object ids borg itself sees in the repository. */
 function borgObjectIds(repo: string): Set<string> {
-  const out = borgPython(
-    `
-import sys
-from borg.logger import setup_logging
-setup_logging(level="warning")
-from borg.repository import Repository
-ids = []
-with Repository(sys.argv[1], exclusive=False) as r:
-    marker = None
-    while True:
-        page = r.list(limit=1000, marker=marker)
-        if not page:
-            break
-        ids.extend(page)
-        marker = page[-1]
-    assert len(r) == len(ids)
-print("\\n".join(i.hex() for i in ids))
-`,
-    [repo],
-  );
-  return new Set(out.split("\n").filter(Boolean));
+  return new Set(borgListedIds(repo));
 }
 
 async function engineObjectIds(repo: Repository): Promise<string[]> {

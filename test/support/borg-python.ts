@@ -27,3 +27,28 @@ export function borgPython(script: string, args: string[] = []): string {
   }
   return r.stdout.toString();
 }
+
+/** The object ids borg itself sees in a repository (its own Repository.list, paged), in its order. */
+export function borgObjectIds(repo: string): string[] {
+  const out = borgPython(
+    `
+import sys
+from borg.logger import setup_logging
+setup_logging(level="warning")
+from borg.repository import Repository
+ids = []
+with Repository(sys.argv[1], exclusive=False) as r:
+    marker = None
+    while True:
+        page = r.list(limit=1000, marker=marker)
+        if not page:
+            break
+        ids.extend(page)
+        marker = page[-1]
+    assert len(r) == len(ids)
+print("\\n".join(i.hex() for i in ids))
+`,
+    [repo],
+  );
+  return out.split("\n").filter(Boolean);
+}
