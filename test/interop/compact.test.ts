@@ -10,6 +10,7 @@ import { borgObjectIds } from "../support/borg-python.ts";
 import { makeSourceTree } from "../support/data.ts";
 import { BURG, runAsync } from "../support/env.ts";
 import { forcedSsh, remoteBorg } from "../support/fake-ssh.ts";
+import { borgInit, borgWithLock } from "../support/locks.ts";
 import { testScope } from "../support/scope.ts";
 
 const scope = testScope();
@@ -114,5 +115,34 @@ describe("burg compact", () => {
       expect(total(segments(repos[1]!))).toBe(twoAfterFirst);
     },
     180_000,
+  );
+
+  test(
+    "burg compact and burg undelete take the exclusive lock: a holder makes them wait and give up after --lock-wait, and they run once it is gone",
+    async () => {
+      const dir = scope.tempDir("burg-compact-lock-");
+      const repo = join(dir, "repo");
+      const home = join(dir, "home");
+      mkdirSync(home);
+      borgInit(repo, home);
+      const holder = await borgWithLock(repo, home, 30, { BORG_HOST_ID: HOST_ENV.BORG_HOST_ID });
+      const since = new Date(Date.now() - 3600_000).toISOString();
+      for (const args of [["compact", "--lock-wait", "1", repo], ["undelete", repo, "--since", since, "--lock-wait", "1"]]) {
+        const t0 = Date.now();
+        const r = await runAsync([BURG, ...args], { env: HOST_ENV });
+        expect({ args, code: r.code }).toEqual({ args, code: 2 });
+        expect(r.stderr).toMatch(/[Ll]ock/);
+        expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+      }
+      // a dry run reads without the lock
+      expect((await runAsync([BURG, "undelete", repo, "--since", since, "--dry-run"], { env: HOST_ENV })).code).toBe(0);
+      holder.kill("SIGTERM");
+      await holder.exited;
+      for (const args of [["compact", repo], ["undelete", repo, "--since", since]]) {
+        const r = await runAsync([BURG, ...args], { env: HOST_ENV });
+        expect({ args, code: r.code }).toEqual({ args, code: 0 });
+      }
+    },
+    60_000,
   );
 });
