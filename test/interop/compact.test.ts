@@ -4,13 +4,14 @@
 // `borg compact` leaves on an identical copy.
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { cpSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { cpSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { borgObjectIds } from "../support/borg-python.ts";
 import { makeSourceTree } from "../support/data.ts";
 import { BURG, runAsync } from "../support/env.ts";
 import { forcedSsh, remoteBorg } from "../support/fake-ssh.ts";
 import { borgInit, borgWithLock } from "../support/locks.ts";
+import { segmentBytes } from "../support/repo-contents.ts";
 import { testScope } from "../support/scope.ts";
 
 const scope = testScope();
@@ -20,17 +21,6 @@ const HOST_ENV = { ...(process.env as Record<string, string>), BORG_HOST_ID: "co
 // Long enough for the client's deletes in both repositories and the first burg compact on a
 // slow machine; the test waits for it to run out once.
 const LOCK_SECONDS = 10;
-
-/** Segment files of a repository: name -> size. */
-function segments(repo: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const d of readdirSync(join(repo, "data"))) {
-    for (const f of readdirSync(join(repo, "data", d))) out.set(`${d}/${f}`, statSync(join(repo, "data", d, f)).size);
-  }
-  return out;
-}
-
-const total = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
 
 describe("burg compact", () => {
   test(
@@ -75,18 +65,18 @@ describe("burg compact", () => {
         expect(Date.parse(r.held_until)).toBeGreaterThanOrEqual(deleteStart + LOCK_SECONDS * 1000);
       }
 
-      const twoAfterFirst = total(segments(repos[1]!));
+      const twoAfterFirst = segmentBytes(repos[1]!);
 
       // past the sessions' own lock, burg compact's --keep-deleted still holds it
       await Bun.sleep(Math.max(0, deletedAt + LOCK_SECONDS * 1000 + 500 - Date.now()));
-      const before = total(segments(repos[0]!));
+      const before = segmentBytes(repos[0]!);
       const locked = await runAsync([BURG, "compact", "--json", "--keep-deleted", "1h", repos[0]!], { env: HOST_ENV });
       expect(locked.code).toBe(0);
       const l = JSON.parse(locked.stdout);
       expect(l.freed_bytes).toBe(0);
       expect(l.held_bytes).toBe(results[0].held_bytes);
       expect(Date.parse(l.held_until)).toBeGreaterThan(Date.now() + 3500_000);
-      expect(total(segments(repos[0]!))).toBeGreaterThanOrEqual(before);
+      expect(segmentBytes(repos[0]!)).toBeGreaterThanOrEqual(before);
 
       // the lock has run out: an identical copy compacted by plain borg is the reference
       const copy = join(dir, "copy");
@@ -99,8 +89,8 @@ describe("burg compact", () => {
       expect(progress.length).toBeGreaterThanOrEqual(1);
       expect(progress.at(-1)).toContain("100.0%");
       expect(freeing.stderr).toMatch(/: freed [\d.]+ [kM]B \(\d+ segments compacted\)\n$/);
-      const burgKeeps = total(segments(repos[0]!));
-      const borgKeeps = total(segments(copy));
+      const burgKeeps = segmentBytes(repos[0]!);
+      const borgKeeps = segmentBytes(copy);
       expect(burgKeeps).toBeLessThan(before - 800_000);
       // the same live entries; segment files differ only by their commits and magic
       expect(Math.abs(burgKeeps - borgKeeps)).toBeLessThan(4096);
@@ -112,7 +102,7 @@ describe("burg compact", () => {
       const status = JSON.parse((await runAsync([BURG, "status", "--json", repos[0]!], { env: HOST_ENV })).stdout);
       expect(status.held.bytes).toBe(0);
       // the other repository's deletes are past the lock too, but nothing has compacted it since
-      expect(total(segments(repos[1]!))).toBe(twoAfterFirst);
+      expect(segmentBytes(repos[1]!)).toBe(twoAfterFirst);
     },
     180_000,
   );

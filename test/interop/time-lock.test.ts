@@ -13,6 +13,7 @@ import { BURG, killAndReap, runAsync } from "../support/env.ts";
 import { forcedSsh, remoteBorg, type RemoteBorg } from "../support/fake-ssh.ts";
 import { RpcClient } from "../support/rpc-client.ts";
 import { connectRsh, startBurgSocket } from "../support/socket-server.ts";
+import { lastSegment, segmentBytes } from "../support/repo-contents.ts";
 import { testScope } from "../support/scope.ts";
 
 const scope = testScope();
@@ -390,26 +391,10 @@ async function plainCheck(repo: string): Promise<void> {
   expect({ code: r.code, stderr }).toEqual({ code: 0, stderr: [] });
 }
 
-function lastSegment(repo: string): number {
-  let last = -1;
-  for (const d of readdirSync(join(repo, "data"))) {
-    for (const f of readdirSync(join(repo, "data", d))) if (/^\d+$/.test(f)) last = Math.max(last, Number(f));
-  }
-  return last;
-}
-
 async function waitFor(cond: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await Bun.sleep(2);
   }
-}
-
-function segmentBytes(repo: string): number {
-  let total = 0;
-  for (const d of readdirSync(join(repo, "data"))) {
-    for (const f of readdirSync(join(repo, "data", d))) total += statSync(join(repo, "data", d, f)).size;
-  }
-  return total;
 }

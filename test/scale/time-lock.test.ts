@@ -6,11 +6,12 @@
 // byte-identical, and `borg check --verify-data` and plain borg's check pass.
 
 import { describe, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertSameTree } from "../support/data.ts";
 import { BURG, runAsync } from "../support/env.ts";
 import { forcedSsh, remoteBorg } from "../support/fake-ssh.ts";
+import { lastSegment } from "../support/repo-contents.ts";
 import { makeManySmallFiles } from "../support/scale.ts";
 import { testScope } from "../support/scope.ts";
 
@@ -19,15 +20,6 @@ const scope = testScope();
 const HOST_ID = "timelock-scale@987654321";
 const HOST_ENV = { ...(process.env as Record<string, string>), BORG_HOST_ID: HOST_ID };
 const YES = { BORG_CHECK_I_KNOW_WHAT_I_AM_DOING: "YES", BORG_DELETE_I_KNOW_WHAT_I_AM_DOING: "YES" };
-
-/** The highest segment number in the repository's data directories. */
-function lastSegment(repo: string): number {
-  let last = -1;
-  for (const d of readdirSync(join(repo, "data"))) {
-    for (const f of readdirSync(join(repo, "data", d))) if (/^\d+$/.test(f)) last = Math.max(last, Number(f));
-  }
-  return last;
-}
 
 describe(`time-locked deletes of ${FILES.toLocaleString("en")} objects`, () => {
   test("delete every archive, compact, a killed undelete, the undelete, check --repair: every archive is back", async () => {

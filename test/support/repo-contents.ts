@@ -53,3 +53,28 @@ export function snapshotFiles(dir: string, prefix = ""): Map<string, string> {
   }
   return out;
 }
+
+/** Segment files of a repository as "DIR/N" -> size in bytes. */
+export function segmentSizes(repo: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const d of readdirSync(join(repo, "data"))) {
+    for (const f of readdirSync(join(repo, "data", d))) {
+      if (/^\d+$/.test(f)) out.set(`${d}/${f}`, statSync(join(repo, "data", d, f)).size);
+    }
+  }
+  return out;
+}
+
+/** All segment files' bytes together. */
+export function segmentBytes(repo: string): number {
+  let total = 0;
+  for (const size of segmentSizes(repo).values()) total += size;
+  return total;
+}
+
+/** The highest segment number in the repository's data directories (-1 without any). */
+export function lastSegment(repo: string): number {
+  let last = -1;
+  for (const name of segmentSizes(repo).keys()) last = Math.max(last, Number(name.split("/")[1]));
+  return last;
+}
