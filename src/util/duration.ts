@@ -17,20 +17,20 @@ export function parseDuration(text: string): number | null {
 export function parseTime(text: string, now = Date.now()): number | null {
   const d = parseDuration(text);
   if (d !== null && !/^\d{4}/.test(text.trim())) return now - d * 1000;
-  const t = text.trim();
-  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/.exec(t);
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?(?:(Z)|([+-])(\d{2}):?(\d{2})?)?$/.exec(text.trim());
   if (m === null) return null;
-  const [, y, mo, day, h = "0", mi = "0", sec = "0", frac = "0", zone] = m;
-  const ms = Number(`0.${frac}`) * 1000;
+  const [y, mo, day, h, mi, sec] = m.slice(1, 7).map((v) => Number(v ?? "0")) as [number, number, number, number, number, number];
+  const ms = Number(`0.${m[7] ?? "0"}`) * 1000;
+  // Date.UTC rolls 2026-02-30 over to March: the fields must come back as given
+  const utc = Date.UTC(y, mo - 1, day, h, mi, sec, ms);
+  const check = new Date(utc);
+  if (check.getUTCFullYear() !== y || check.getUTCMonth() !== mo - 1 || check.getUTCDate() !== day || h > 23 || mi > 59 || sec > 59) return null;
+  if (m[8] === "Z") return utc;
+  if (m[9] !== undefined) {
+    const offset = (Number(m[10]) * 60 + Number(m[11] ?? "0")) * 60_000;
+    return m[9] === "+" ? utc - offset : utc + offset;
+  }
   // ISO 8601 without an offset is local time, a bare date too (Date.parse would read a bare
   // date as UTC midnight).
-  const local = new Date(Number(y), Number(mo) - 1, Number(day), Number(h), Number(mi), Number(sec), ms);
-  if (local.getFullYear() !== Number(y) || local.getMonth() !== Number(mo) - 1 || local.getDate() !== Number(day)) return null;
-  if (Number(h) > 23 || Number(mi) > 59 || Number(sec) > 59) return null;
-  if (zone === undefined) return local.getTime();
-  const utc = Date.UTC(Number(y), Number(mo) - 1, Number(day), Number(h), Number(mi), Number(sec), ms);
-  if (zone === "Z") return utc;
-  const z = /^([+-])(\d{2}):?(\d{2})?$/.exec(zone)!;
-  const offset = (Number(z[2]) * 60 + Number(z[3] ?? "0")) * 60_000;
-  return z[1] === "+" ? utc - offset : utc + offset;
+  return new Date(y, mo - 1, day, h, mi, sec, ms).getTime();
 }
