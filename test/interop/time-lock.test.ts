@@ -6,14 +6,14 @@
 // byte-identical, and `borg check --verify-data` passes.
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertSameTree, makeSourceTree } from "../support/data.ts";
 import { BURG, killAndReap, runAsync } from "../support/env.ts";
 import { forcedSsh, remoteBorg, type RemoteBorg } from "../support/fake-ssh.ts";
 import { RpcClient } from "../support/rpc-client.ts";
-import { connectRsh, startBurgSocket } from "../support/socket-server.ts";
-import { lastSegment, segmentBytes } from "../support/repo-contents.ts";
+import { connectRsh, startBurgSocket, waitUntil } from "../support/socket-server.ts";
+import { lastSegment, segmentBytes, segmentSizes } from "../support/repo-contents.ts";
 import { testScope } from "../support/scope.ts";
 
 const scope = testScope();
@@ -190,12 +190,11 @@ describe("time-locked deletes (--keep-deleted)", () => {
     "with --append-only and with --permissions no-delete each keeps its meaning",
     async () => {
       const s = await setup("--keep-deleted 1h --append-only");
-      const files = () => new Map(readdirSync(join(s.repo, "data", "0")).map((f) => [f, statSync(join(s.repo, "data", "0", f)).size]));
-      const before = files();
+      const before = segmentSizes(s.repo);
       // append-only: the delete works, compaction is off, so nothing leaves the segments
       await s.ok(["delete", s.borg.url(s.repo, "a1")], REPAIR);
       await s.ok(["compact", s.borg.url(s.repo)]);
-      const after = files();
+      const after = segmentSizes(s.repo);
       for (const [f, size] of before) expect({ f, size: after.get(f) }).toEqual({ f, size });
       expect((await s.ok(["list", "--short", s.borg.url(s.repo)])).stdout.trim().split("\n")).toEqual(["a2", "a3"]);
       // no-delete: deletes are refused as ever
@@ -244,7 +243,8 @@ describe("time-locked deletes (--keep-deleted)", () => {
         const t = await beforeAttack();
         const last = lastSegment(s.repo);
         const attack = s.borg.run(["delete", "--glob-archives", "*", s.borg.url(s.repo)], { cwd: s.cwd, env: REPAIR });
-        await waitFor(() => (when === "locked" ? existsSync(join(s.repo, "lock.exclusive")) : lastSegment(s.repo) > last), `the attack ${when}`);
+        // polled every 2 ms: the delete's transaction writes for a moment only
+        await waitUntil(() => (when === "locked" ? existsSync(join(s.repo, "lock.exclusive")) : lastSegment(s.repo) > last), `the attack ${when}`, 60_000, 2);
         expect(await killAndReap("serve --keep-deleted 1h --client-name kill-me")).not.toEqual([]);
         // the client lost its server in the middle of the delete
         expect((await attack).code).not.toBe(0);
@@ -389,12 +389,4 @@ async function plainCheck(repo: string): Promise<void> {
   // after a kill, borg removes the dead process's lock (same host ID) and says so
   const stderr = r.stderr.split("\n").filter((l) => l !== "" && !/^(Killed stale lock|Removed stale .* roster lock)/.test(l));
   expect({ code: r.code, stderr }).toEqual({ code: 0, stderr: [] });
-}
-
-async function waitFor(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(2);
-  }
 }

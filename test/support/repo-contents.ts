@@ -54,14 +54,19 @@ export function snapshotFiles(dir: string, prefix = ""): Map<string, string> {
   return out;
 }
 
+/** Segment files of a repository: [data subdirectory, segment number]. */
+function segmentFiles(repo: string): Array<[string, number]> {
+  const out: Array<[string, number]> = [];
+  for (const d of readdirSync(join(repo, "data"))) {
+    for (const f of readdirSync(join(repo, "data", d))) if (/^\d+$/.test(f)) out.push([d, Number(f)]);
+  }
+  return out;
+}
+
 /** Segment files of a repository as "DIR/N" -> size in bytes. */
 export function segmentSizes(repo: string): Map<string, number> {
   const out = new Map<string, number>();
-  for (const d of readdirSync(join(repo, "data"))) {
-    for (const f of readdirSync(join(repo, "data", d))) {
-      if (/^\d+$/.test(f)) out.set(`${d}/${f}`, statSync(join(repo, "data", d, f)).size);
-    }
-  }
+  for (const [d, n] of segmentFiles(repo)) out.set(`${d}/${n}`, statSync(join(repo, "data", d, String(n))).size);
   return out;
 }
 
@@ -72,9 +77,9 @@ export function segmentBytes(repo: string): number {
   return total;
 }
 
-/** The highest segment number in the repository's data directories (-1 without any). */
+/** The highest segment number in the repository's data directories (-1 without any); cheap enough to poll. */
 export function lastSegment(repo: string): number {
   let last = -1;
-  for (const name of segmentSizes(repo).keys()) last = Math.max(last, Number(name.split("/")[1]));
+  for (const [, n] of segmentFiles(repo)) last = Math.max(last, n);
   return last;
 }

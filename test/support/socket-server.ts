@@ -200,10 +200,10 @@ export function makeStaleSocket(path: string): void {
 }
 
 /** Resolves once `cond` holds; throws after `ms` (a hang guard, not a timing assertion). */
-export async function waitUntil(cond: () => boolean, what: string, ms = 60000): Promise<void> {
+export async function waitUntil(cond: () => boolean, what: string, ms = 60000, everyMs = 20): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
+    await Bun.sleep(everyMs);
   }
 }
