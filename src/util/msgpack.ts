@@ -17,6 +17,8 @@
 // These error classes live here, not in errors.ts, because util sits below errors in the
 // dependency order; the RPC layer turns them into borg's exceptions.
 
+import { trafficPassed } from "./gc.ts";
+
 /** Malformed msgpack (reserved byte 0xc1, trailing data after a one-shot message, …). */
 export class MsgpackDecodeError extends Error {
   constructor(message: string) {
@@ -749,9 +751,21 @@ export function decode(bytes: Uint8Array, options: DecodeOptions = {}): unknown 
  * Unpacker.feed + iteration). Truncated input waits for more; malformed or oversized input
  * throws from `next()`, after which the decoder stays failed (the stream has no resync point).
  */
-/** Recycled input buffers a StreamDecoder keeps at most, in number and in bytes. */
-const POOL_BUFFERS = 4;
-const POOL_BYTES = 8 << 20;
+/**
+ * Released input buffers a StreamDecoder keeps for reuse (the biggest). With the session's
+ * limit on requests in flight, one buffer is being read into and one holds the request being
+ * handled; a third, kept, takes the next big request without a new allocation.
+ */
+const POOL_BUFFERS = 1;
+/**
+ * Buffers for a token over BIG_MIN bytes are at least BIG_BUFFER_SIZE: borg's chunks are up to
+ * 8 MiB (its default chunker's maximum), so one size fits them all and a kept buffer always
+ * fits the next one. Growing buffers step by step instead (a 2 MiB chunk, then 3, then 8) left
+ * each outgrown one to the collector, and the allocator hands freed memory back to the system
+ * only later: a 1 GiB create peaked 8-40 MiB higher.
+ */
+const BIG_MIN = 1 << 20;
+const BIG_BUFFER_SIZE = (8 << 20) + (64 << 10);
 /** Smallest buffer reserve() sets up for reading. */
 const READ_BUFFER_SIZE = 256 * 1024;
 
@@ -793,10 +807,12 @@ export class StreamDecoder implements Iterable<unknown> {
   release(n: number): void {
     while (this.retired.length > 0 && this.retired[0]!.lastMessage <= n) {
       const { buf } = this.retired.shift()!;
-      this.pool.push(buf);
-      let bytes = 0;
-      for (const b of this.pool) bytes += b.length;
-      while (this.pool.length > POOL_BUFFERS || bytes > POOL_BYTES) bytes -= this.pool.shift()!.length;
+      // keep the biggest: they fit every request, and a few serve a stream of any sizes
+      let i = this.pool.length;
+      while (i > 0 && this.pool[i - 1]!.length > buf.length) i--;
+      this.pool.splice(i, 0, buf);
+      // what is dropped is garbage holding memory: it brings the next collection nearer
+      if (this.pool.length > POOL_BUFFERS) trafficPassed(this.pool.shift()!.length);
     }
   }
 
@@ -810,11 +826,7 @@ export class StreamDecoder implements Iterable<unknown> {
     if (this.failed) throw this.failed;
     if (this.owned && this.buf.length - this.end >= min) return this.buf.subarray(this.end);
     const pending = this.end - this.start;
-    const size = Math.min(
-      Math.max(pending + min, this.parser.need, 2 * pending, READ_BUFFER_SIZE),
-      Math.max(pending + min, this.limits.maxBufferSize + 16),
-    );
-    const next = this.allocate(size);
+    const next = this.allocate(Math.max(pending + min, this.parser.need), pending + min);
     next.set(this.buf.subarray(this.start, this.end));
     this.retire();
     this.buf = next;
@@ -841,14 +853,20 @@ export class StreamDecoder implements Iterable<unknown> {
     this.retired.push({ buf: this.buf, lastMessage: this.returnedCount + partial });
   }
 
-  private allocate(size: number): Uint8Array {
+  /**
+   * A buffer for at least `want` bytes (never less than `least`): the smallest pooled one that
+   * is big enough, else a new one of READ_BUFFER_SIZE, or `want` rounded up to 64 KiB, and at
+   * least BIG_BUFFER_SIZE for a big token. Beyond what the limits allow a message to be, the
+   * buffer is the size asked for.
+   */
+  private allocate(want: number, least: number): Uint8Array {
     for (let i = 0; i < this.pool.length; i++) {
-      const b = this.pool[i]!;
-      if (b.length >= size && b.length <= 4 * size + 65536) {
-        this.pool.splice(i, 1);
-        return b;
-      }
+      if (this.pool[i]!.length >= want) return this.pool.splice(i, 1)[0]!;
     }
+    const step = want > READ_BUFFER_SIZE ? 64 << 10 : READ_BUFFER_SIZE;
+    let size = Math.ceil(want / step) * step;
+    if (want > BIG_MIN) size = Math.max(size, BIG_BUFFER_SIZE);
+    if (size > this.limits.maxBufferSize + 16) size = Math.max(least, Math.min(want, this.limits.maxBufferSize + 16));
     return new Uint8Array(size);
   }
 
@@ -887,8 +905,7 @@ export class StreamDecoder implements Iterable<unknown> {
       return;
     }
     // Move the pending bytes to a fresh buffer; the old one stays intact for existing views.
-    const want = Math.max(pending + chunk.length, this.parser.need, 2 * (pending + chunk.length), 64 * 1024);
-    const next = this.allocate(Math.min(want, Math.max(pending + chunk.length, this.limits.maxBufferSize + 16)));
+    const next = this.allocate(Math.max(pending + chunk.length, this.parser.need), pending + chunk.length);
     next.set(this.buf.subarray(this.start, this.end));
     next.set(chunk, pending);
     this.retire();

@@ -193,6 +193,32 @@ describe("requests", () => {
     expect(s.stream.replies.map((r) => Number(mapGet(reply(r), "i")))).toEqual([1, ...Array.from({ length: 20_000 }, (_, n) => 10 + n)]);
   });
 
+  test("while a request over the limit on bytes in flight is handled, no further request is decoded", async () => {
+    // borg create's 8 MiB chunks: one being handled and one being read into is all the input
+    // memory a session needs; decoding the next ones meanwhile held three or four such buffers.
+    const s = setup();
+    s.stream.sendMessages(NEGOTIATE, request(2, "open", { path: ascii("/~/repo") }));
+    await s.stream.waitForReplies(2);
+    const handle = s.store.handles[0]!;
+    const put = handle.put.bind(handle);
+    const waiting: number[] = [];
+    handle.put = (key, data) => {
+      waiting.push(s.session.pendingRequests);
+      put(key, data);
+    };
+    const big = (n: number) => new Uint8Array(5 << 20).fill(n);
+    const small = (n: number) => new Uint8Array(100_000).fill(n);
+    s.stream.sendMessages(
+      ...[1, 2, 3, 4].map((n) => request(10 + n, "put", { id: id(n), data: big(n), wait: false })),
+      ...[5, 6, 7, 8].map((n) => request(10 + n, "put", { id: id(n), data: small(n), wait: false })),
+    );
+    s.stream.end();
+    await s.done;
+    // the small ones still queue up behind each other
+    expect(waiting).toEqual([0, 0, 0, 0, 3, 2, 1, 0]);
+    expect(s.stream.replies.map((r) => mapGet(reply(r), "i"))).toEqual([1, 2, 11, 12, 13, 14, 15, 16, 17, 18]);
+  });
+
   test("errors carry borg's fields; unknown arguments are ignored, missing ones are a TypeError", async () => {
     const s = setup();
     s.stream.sendMessages(
