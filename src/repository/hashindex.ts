@@ -62,7 +62,7 @@ function lowerLimit(numBuckets: number): number {
 function upperLimit(numBuckets: number): number {
   return numBuckets >= HASH_SIZES[HASH_SIZES.length - 1]! ? numBuckets : Math.trunc(numBuckets * HASH_MAX_LOAD);
 }
-function minEmptyOf(numBuckets: number): number {
+export function minEmptyOf(numBuckets: number): number {
   return 1 + Math.trunc(numBuckets * (1.0 - HASH_MAX_EFF_LOAD));
 }
 /** Index of the smallest table size >= size (may be one past the end, as in C). */

@@ -16,6 +16,7 @@ import { basename, join } from "node:path";
 import { FileIntegrityError, HashIndexFormatError } from "../errors.ts";
 import { readFully, writeAll } from "../util/fs.ts";
 import { log } from "../util/log.ts";
+import { Xxh64Stream } from "../util/xxh64.ts";
 import { HASH_HEADER_SIZE, NSIndex, parseHashHeader } from "./hashindex.ts";
 
 /** Part name -> lowercase hex digest, in the order the parts occur in the file. */
@@ -332,4 +333,69 @@ export function latestIndexTransaction(repository: string): number | null {
     if (best === null || v > best) best = v;
   }
   return best;
+}
+
+/** Bytes of buckets scanIndexFile reads at a time: a whole number of 40-byte buckets. */
+const SCAN_WINDOW = 26214 * 40;
+
+/** A hasher fed piece by piece whose digest of the stream so far can be taken at any point. */
+function streamingHasher(algorithm: IntegrityAlgorithm): { update(b: Uint8Array): void; hex(): string } {
+  if (algorithm === "XXH64") {
+    const x = new Xxh64Stream();
+    return { update: (b) => void x.update(b), hex: () => x.digest().toString(16).padStart(16, "0") };
+  }
+  const h = new Bun.CryptoHasher("sha512");
+  return { update: (b) => void h.update(b), hex: () => h.copy().digest("hex") };
+}
+
+/**
+ * Read an index.N file through a window instead of into memory: its digests are verified as
+ * readIndexFile verifies them (same errors), and `visit` sees the bucket bytes window by window
+ * (a view valid during the call) before the final digest is checked. Returns the open file,
+ * which the caller closes, with the header's counts.
+ */
+export function scanIndexFile(
+  path: string,
+  integrity: IntegrityParts | null,
+  visit: (buckets: Uint8Array) => void,
+): { fd: number; numEntries: number; numBuckets: number } {
+  const name = basename(path);
+  const check = hasDigests(integrity);
+  const hasher = check ? streamingHasher(algorithmOf.get(integrity) ?? "XXH64") : null;
+  const fd = openSync(path, "r");
+  try {
+    const fileLength = fstatSync(fd).size;
+    const header = new Uint8Array(HASH_HEADER_SIZE);
+    const got = readFully(fd, header, 0);
+    if (got < HASH_HEADER_SIZE) {
+      throw new HashIndexFormatError(`Could not read header (expected ${HASH_HEADER_SIZE}, but read ${got} bytes)`);
+    }
+    if (hasher) {
+      hasher.update(lengthPrefixed(name));
+      hasher.update(header);
+      hasher.update(lengthPrefixed("HashHeader", String(HASH_HEADER_SIZE)));
+      verify(path, integrity!, { HashHeader: hasher.hex() }, "HashHeader");
+    }
+    const { numEntries, numBuckets } = parseHashHeader(header, fileLength);
+    const total = fileLength - HASH_HEADER_SIZE;
+    const window = new Uint8Array(Math.min(SCAN_WINDOW, Math.max(total, 1)));
+    let done = 0;
+    while (done < total) {
+      const want = window.subarray(0, Math.min(window.length, total - done));
+      const n = readFully(fd, want, HASH_HEADER_SIZE + done);
+      if (n !== want.length) throw new HashIndexFormatError(`Could not read buckets (expected ${total}, got ${done + n})`);
+      hasher?.update(want);
+      visit(want);
+      done += n;
+    }
+    if (hasher) {
+      hasher.update(lengthPrefixed("final", String(fileLength)));
+      verify(path, integrity!, { final: hasher.hex() }, "final");
+      log.debug(`Verified integrity of ${path}`, LOGGER);
+    }
+    return { fd, numEntries, numBuckets };
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
 }

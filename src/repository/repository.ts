@@ -71,6 +71,7 @@ import {
   TAG_DELETE,
   TAG_PUT,
 } from "./format.ts";
+import { FileIndex } from "./file-index.ts";
 import { NSIndex } from "./hashindex.ts";
 import { type Hints, readHints, writeHintsFile, readIntegrityFile, writeIntegrityFile } from "./hints.ts";
 import { latestIndexTransaction, readIndexFile, writeIndexFile, type IntegrityParts } from "./integrity.ts";
@@ -105,7 +106,21 @@ export class Repository implements RepositoryHandle {
   config: IniConfig = new IniConfig();
   io: SegmentStore | null = null;
   lock: RepositoryLock | null = null;
-  index: NSIndex | null = null;
+  private table: NSIndex | null = null;
+  /**
+   * The index of a session that has only read so far, answered from index.N on disk
+   * (file-index.ts); replaced by the table as soon as anything sets `index`.
+   */
+  private fileIndex: FileIndex | null = null;
+  /** The index as a table in memory (borg's self.index), loaded by whoever needs it whole. */
+  get index(): NSIndex | null {
+    return this.table;
+  }
+  set index(value: NSIndex | null) {
+    this.fileIndex?.close();
+    this.fileIndex = null;
+    this.table = value;
+  }
   /** Live PUT count per segment (borg's self.segments). */
   segments = new Map<number, number>();
   /** Freeable bytes per segment (borg's self.compact). */
@@ -480,10 +495,22 @@ export class Repository implements RepositoryHandle {
   }
 
   async openIndex(transactionId: number | null, autoRecover = true): Promise<NSIndex> {
+    return this.loadIndex(transactionId, autoRecover, readIndexFile);
+  }
+
+  /**
+   * openIndex with a given reader of index.N: a damaged or missing file is reported and
+   * recovered from (by replaying the segments, as borg does) whichever reads it.
+   */
+  private async loadIndex<T extends NSIndex | FileIndex>(
+    transactionId: number | null,
+    autoRecover: boolean,
+    read: (path: string, integrity: IntegrityParts | null) => T,
+  ): Promise<T | NSIndex> {
     if (transactionId === null) return NSIndex.create();
     const indexPath = join(this.path, `index.${transactionId}`);
     try {
-      return readIndexFile(indexPath, this.integrityFor(transactionId, "index"));
+      return read(indexPath, this.integrityFor(transactionId, "index"));
     } catch (e) {
       if (!isIndexReadError(e)) throw e;
       log.warning(`Repository index missing or corrupted, trying to recover from: ${describe(e)}`, LOGGER);
@@ -526,6 +553,8 @@ export class Repository implements RepositoryHandle {
       // an old client (exclusive=None) or a replay: upgrade the shared lock.
       await this.lock!.upgrade();
     }
+    // what a reading session has seen of index.N (lookups move entries, as in borg's table)
+    if (!this.index && this.fileIndex && this.fileIndex.transactionId === transactionId) this.index = this.fileIndex.toTable();
     if (!this.index || transactionId === null) {
       try {
         this.index = await this.openIndex(transactionId, false);
@@ -1295,17 +1324,37 @@ export class Repository implements RepositoryHandle {
     return this.index;
   }
 
+  /**
+   * The index for reading: the table when one is loaded, else index.N on disk (FileIndex), else
+   * the table (an empty repository, or a table borg rebuilds on loading). A damaged or missing
+   * file is reported and recovered from as openIndex does. Once the FileIndex has served many
+   * lookups or moved many entries, the table takes over.
+   */
+  private async readableIndex(): Promise<NSIndex | FileIndex> {
+    if (this.index) return this.index;
+    if (this.fileIndex) {
+      if (!this.fileIndex.outgrown) return this.fileIndex;
+      this.index = this.fileIndex.toTable();
+      return this.index;
+    }
+    const tid = await this.getTransactionId();
+    const index = await this.loadIndex(tid, true, (path, integrity) => FileIndex.open(path, integrity, tid!) ?? readIndexFile(path, integrity));
+    if (index instanceof FileIndex) this.fileIndex = index;
+    else this.index = index;
+    return index;
+  }
+
   async len(): Promise<number> {
-    return (await this.ensureIndex()).size;
+    return (await this.readableIndex()).size;
   }
 
   async contains(id: Uint8Array): Promise<boolean> {
-    return (await this.ensureIndex()).has(id);
+    return (await this.readableIndex()).has(id);
   }
 
   /** Up to `limit` ids after `marker`, in index (pseudo-random) order. */
   async list(limit: number | null, marker: Uint8Array | null): Promise<Uint8Array[]> {
-    const index = await this.ensureIndex();
+    const index = await this.readableIndex();
     const out: Uint8Array[] = [];
     if (limit !== null && limit <= 0) return out;
     for (const [key] of index.entries(marker)) {
@@ -1318,7 +1367,7 @@ export class Repository implements RepositoryHandle {
   /** Up to `limit` ids of current objects after `marker`, in on-disk order. */
   async scan(limit: number | null, marker: Uint8Array | null): Promise<Uint8Array[]> {
     if (limit !== null && limit < 1) throw new ValueError("please use limit > 0 or limit = None");
-    const index = await this.ensureIndex();
+    const index = await this.readableIndex();
     const io = this.segIO;
     let startSegment = 0;
     let startOffset = 0;
@@ -1354,7 +1403,7 @@ export class Repository implements RepositoryHandle {
   }
 
   async get(id: Uint8Array): Promise<Uint8Array> {
-    const index = await this.ensureIndex();
+    const index = await this.readableIndex();
     const b = index.lookup(id);
     if (b < 0) throw new ObjectNotFound(toHex(id), this.path);
     return this.segIO.read(index.segmentAt(b), index.offsetAt(b), id);

@@ -5,8 +5,8 @@
 // native one-shot); the start, the end and the final mix are done with BigInt in JavaScript.
 // Checked against Bun.hash.xxHash64 by test/unit/util/xxh64.test.ts.
 //
-// Status: written for the read-only index (a session that only reads verifies index.N through
-// this, in windows, instead of reading the table into memory); not used on main yet.
+// Used by integrity.ts's scanIndexFile: a session that only reads verifies index.N through a
+// window instead of reading the table into memory (repository/file-index.ts).
 
 const P1 = 0x9e3779b185ebca87n;
 const P2 = 0xc2b2ae3d27d4eb4fn;

@@ -5,9 +5,11 @@
 // then 500,000 asynchronous deletes and a commit. burg serve reads back all 1,000,000; the
 // socket and the borg serve reference read back every 10th (borg serve alone would need minutes
 // for all of them). The three servers give the same answers, and plain
-// `borg check --repository-only` accepts every repository.
+// `borg check --repository-only` accepts every repository. Then a session that only reads gets
+// the same answers from burg serve as from borg serve, without burg holding the index table.
 
 import { describe, expect, test } from "bun:test";
+import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { BURG, borgEnv, requireBorg, requireBurg, runAsync } from "../support/env.ts";
 import { RpcClient } from "../support/rpc-client.ts";
@@ -129,5 +131,39 @@ describe(`${N.toLocaleString("en")} objects with borg's asynchronous pipelining`
       const r = await runAsync([requireBorg(), "check", "--repository-only", join(dir, `repo-${k}`)], { env });
       expect({ server: runs[k]![0], code: r.code, stderr: r.stderr }).toEqual({ server: runs[k]![0], code: 0, stderr: "" });
     }
+
+    // A session that only reads (as borg list, info and extract open the repository) is answered
+    // from index.N on disk, not from the table in memory: the same answers as borg serve on its
+    // identical repository, and a peak RSS that does not grow with the index.
+    const look = async (cmd: string[], repo: string) => {
+      const answers: unknown[] = [];
+      const usage = await session(cmd, env, repo, false, async (c) => {
+        answers.push(await c.call("__len__", {}));
+        for (const i of [1, 3, 999_999]) answers.push(sameBytes(await c.call("get", { id: idOf(i) }), dataOf(i)));
+        const listed = (await c.call("list", { limit: 1000, marker: null })) as Uint8Array[];
+        answers.push(listed.map((k) => Buffer.from(k).toString("hex")));
+        answers.push(((await c.call("list", { limit: 5, marker: listed[999] })) as Uint8Array[]).map((k) => Buffer.from(k).toString("hex")));
+      });
+      return { answers, rssKiB: usage.maxRssKiB };
+    };
+    const burgLook = await look([BURG, "serve"], join(dir, "repo-0"));
+    const borgLook = await look(["borg", "serve"], join(dir, "repo-2"));
+    expect(burgLook.answers).toEqual(borgLook.answers);
+    expect(burgLook.answers.slice(0, 4)).toEqual([N / 2, true, true, true]);
+    const small = join(dir, "repo-small");
+    await session([BURG, "serve"], env, small, true, async (c) => {
+      for (let i = 0; i < 10; i++) await c.call("put", { id: idOf(i), data: dataOf(i) });
+      await c.call("commit", COMMIT);
+    });
+    const smallLook = await session([BURG, "serve"], env, small, false, async (c) => {
+      await c.call("__len__", {});
+      await c.call("get", { id: idOf(1) });
+    });
+    const indexBytes = readdirSync(join(dir, "repo-0"))
+      .filter((f) => /^index\.\d+$/.test(f))
+      .map((f) => statSync(join(dir, "repo-0", f)).size)[0]!;
+    expect(indexBytes).toBeGreaterThan(40 << 20);
+    // with the table in memory the difference would be about indexBytes
+    expect((burgLook.rssKiB - smallLook.maxRssKiB) * 1024).toBeLessThan(indexBytes / 4);
   }, 30 * 60_000);
 });
