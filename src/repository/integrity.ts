@@ -231,6 +231,16 @@ function verify(path: string, expected: IntegrityParts, actual: IntegrityParts, 
   if (want !== actual[part]) throw new FileIntegrityError(path);
 }
 
+/** The 18-byte header of the index file open as `fd` (HashIndexFormatError when it is short). */
+function readHeader(fd: number): Uint8Array {
+  const header = new Uint8Array(HASH_HEADER_SIZE);
+  const got = readFully(fd, header, 0);
+  if (got < HASH_HEADER_SIZE) {
+    throw new HashIndexFormatError(`Could not read header (expected ${HASH_HEADER_SIZE}, but read ${got} bytes)`);
+  }
+  return header;
+}
+
 /**
  * Read an index.N file, verifying its digests when `integrity` has any (FileIntegrityError on a
  * mismatch). The header digest is checked before the header is trusted, as borg does. Format
@@ -242,11 +252,7 @@ export function readIndexFile(path: string, integrity: IntegrityParts | null): N
   const fd = openSync(path, "r");
   try {
     const fileLength = fstatSync(fd).size;
-    const header = new Uint8Array(HASH_HEADER_SIZE);
-    const got = readFully(fd, header, 0);
-    if (got < HASH_HEADER_SIZE) {
-      throw new HashIndexFormatError(`Could not read header (expected ${HASH_HEADER_SIZE}, but read ${got} bytes)`);
-    }
+    const header = readHeader(fd);
     const check = hasDigests(integrity);
     if (check) {
       verify(path, integrity, computeDigests(name, [{ bytes: header, part: "HashHeader" }], algorithm), "HashHeader");
@@ -365,11 +371,7 @@ export function scanIndexFile(
   const fd = openSync(path, "r");
   try {
     const fileLength = fstatSync(fd).size;
-    const header = new Uint8Array(HASH_HEADER_SIZE);
-    const got = readFully(fd, header, 0);
-    if (got < HASH_HEADER_SIZE) {
-      throw new HashIndexFormatError(`Could not read header (expected ${HASH_HEADER_SIZE}, but read ${got} bytes)`);
-    }
+    const header = readHeader(fd);
     if (hasher) {
       hasher.update(lengthPrefixed(name));
       hasher.update(header);
