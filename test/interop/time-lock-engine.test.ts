@@ -192,9 +192,9 @@ with Repository(sys.argv[1], exclusive=True) as r:
       await repo.put(idOf(i), data.get(i)!);
     }
     await repo.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
-    await repo.len();
-    const b = repo.index!.lookup(idOf(0));
-    const [seg0, off0] = [repo.index!.segmentAt(b), repo.index!.offsetAt(b)];
+    const index = await repo.openIndex(await repo.getTransactionId());
+    const b = index.lookup(idOf(0));
+    const [seg0, off0] = [index.segmentAt(b), index.offsetAt(b)];
     for (let i = 0; i < 10; i++) await repo.delete(idOf(i));
     await repo.commit({ compact: false, threshold: 0.1, cleanupCommits: false });
     repo.close();
