@@ -1319,11 +1319,6 @@ export class Repository implements RepositoryHandle {
 
   // ---- reading ----------------------------------------------------------------------------------
 
-  private async ensureIndex(): Promise<NSIndex> {
-    if (!this.index) this.index = await this.openIndex(await this.getTransactionId());
-    return this.index;
-  }
-
   /**
    * The index for reading: the table when one is loaded, else index.N on disk (FileIndex), else
    * the table (an empty repository, or a table borg rebuilds on loading). A damaged or missing
