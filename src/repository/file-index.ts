@@ -20,10 +20,9 @@ import { closeSync } from "node:fs";
 import { HashIndexKeyError, HashIndexValueError } from "../errors.ts";
 import { readFully } from "../util/fs.ts";
 import { toHex } from "../util/hex.ts";
-import { HASH_HEADER_SIZE, MAX_VALUE, NS_KEY_SIZE, NSIndex, minEmptyOf } from "./hashindex.ts";
+import { BUCKET_SIZE as BUCKET, HASH_HEADER_SIZE, MAX_VALUE, NS_KEY_SIZE, NSIndex, minEmptyOf } from "./hashindex.ts";
 import { scanIndexFile, type IntegrityParts } from "./integrity.ts";
 
-const BUCKET = 40;
 const SEG = NS_KEY_SIZE; // byte offset of the segment word in a bucket
 const EMPTY = 0xffffffff;
 const DELETED = 0xfffffffe;
@@ -95,14 +94,19 @@ export class FileIndex {
     return this.overlay.size > OVERLAY_MAX || this.lookups > LOOKUPS_MAX;
   }
 
+  /** Read `count` buckets from bucket `first` on into `into`. */
+  private readBuckets(into: Uint8Array, first: number, count: number): void {
+    const n = readFully(this.fd, into, HASH_HEADER_SIZE + first * BUCKET, count * BUCKET);
+    if (n !== count * BUCKET) throw new Error(`index file shorter than when it was verified (bucket ${first})`);
+  }
+
   /** Bucket `b`'s bytes (a view valid until the next call). */
   private bucket(b: number): Uint8Array {
     const moved = this.overlay.get(b);
     if (moved) return moved;
     if (b < this.blockStart || b >= this.blockStart + this.blockLen) {
       const len = Math.min(PROBE_BUCKETS, this.numBuckets - b);
-      const n = readFully(this.fd, this.block, HASH_HEADER_SIZE + b * BUCKET, len * BUCKET);
-      if (n !== len * BUCKET) throw new Error(`index file shorter than when it was verified (bucket ${b})`);
+      this.readBuckets(this.block, b, len);
       this.blockStart = b;
       this.blockLen = len;
     }
@@ -180,8 +184,7 @@ export class FileIndex {
     const chunk = new Uint8Array(ITER_BUCKETS * BUCKET);
     for (let first = bucket + 1; first < this.numBuckets; first += ITER_BUCKETS) {
       const len = Math.min(ITER_BUCKETS, this.numBuckets - first);
-      const n = readFully(this.fd, chunk, HASH_HEADER_SIZE + first * BUCKET, len * BUCKET);
-      if (n !== len * BUCKET) throw new Error(`index file shorter than when it was verified (bucket ${first})`);
+      this.readBuckets(chunk, first, len);
       for (let i = 0; i < len; i++) {
         const bk = this.overlay.get(first + i) ?? chunk.subarray(i * BUCKET, (i + 1) * BUCKET);
         const seg = u32(bk, SEG);
@@ -195,8 +198,7 @@ export class FileIndex {
   /** The whole table as NSIndex would have it now: the file's buckets with the overlay applied. */
   toTable(): NSIndex {
     const buckets = NSIndex.allocateBuckets(this.numBuckets);
-    const n = readFully(this.fd, buckets, HASH_HEADER_SIZE);
-    if (n !== buckets.length) throw new Error("index file shorter than when it was verified");
+    this.readBuckets(buckets, 0, this.numBuckets);
     for (const [b, bytes] of this.overlay) buckets.set(bytes, b * BUCKET);
     return NSIndex.fromBuckets(buckets, this.size);
   }

@@ -21,7 +21,7 @@ export const NS_KEY_SIZE = 32;
 export const NS_VALUE_SIZE = 8;
 export const HASH_HEADER_SIZE = 18;
 export const HASH_MAGIC: Uint8Array = new TextEncoder().encode("BORG_IDX");
-const BUCKET_SIZE = NS_KEY_SIZE + NS_VALUE_SIZE;
+export const BUCKET_SIZE = NS_KEY_SIZE + NS_VALUE_SIZE;
 const BUCKET_WORDS = BUCKET_SIZE / 4;
 /** Word of a bucket holding the segment (and the empty/deleted markers); the offset follows it. */
 const SEG_WORD = NS_KEY_SIZE / 4;
