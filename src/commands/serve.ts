@@ -12,6 +12,7 @@ import { UsageError } from "../errors.ts";
 import { DEFAULT_THRESHOLDS, type AlertConfig } from "../journal/alerts.ts";
 import { SessionRecorder, whoFromEnv } from "../journal/recorder.ts";
 import { openRepository } from "../repository/repository.ts";
+import { releaseExecutablePages } from "../util/resident.ts";
 import type { OpenRepository } from "../rpc/backend.ts";
 import {
   clientOverrides,
@@ -316,6 +317,14 @@ export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<n
     logger: log,
     defaultLockWait: settings.lockWait,
     sysinfo: () => info,
+    afterFirstOpen: () => {
+      try {
+        const kib = releaseExecutablePages();
+        log.debug(`gave back ${kib} KiB of start-up pages of the executable`);
+      } catch (e) {
+        log.debug(`could not give back start-up pages: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    },
   });
 }
 

@@ -119,6 +119,11 @@ export interface SessionConfig {
   sysinfo(): string;
   /** Makes the session's observer (the journal), given the session's logger. */
   observe?(logger: Logger): SessionObserver;
+  /**
+   * Run once, after the reply to the session's first successful open() has gone out (burg
+   * serve gives back its start-up pages there: util/resident.ts).
+   */
+  afterFirstOpen?(): void;
 }
 
 /**
@@ -180,6 +185,7 @@ export class Session {
   private readonly abortSignal = new Signal();
   private repo: RepositoryHandle | null = null;
   private pendingOpen: Promise<RepositoryHandle> | null = null;
+  private afterFirstOpen: (() => void) | undefined;
   private clientVersion: number[] | null = null;
   private closed = false;
   /** The stream's write failure, once known. */
@@ -189,6 +195,7 @@ export class Session {
 
   constructor(private readonly config: SessionConfig) {
     this.observer = config.observe?.(config.logger);
+    this.afterFirstOpen = config.afterFirstOpen;
   }
 
   /** Call the observer; its failures are logged, never the session's. */
@@ -578,6 +585,11 @@ export class Session {
     }
     this.repo = policy.permissions === "all" ? handle : new GuardedRepository(handle, policy.permissions, this.logger);
     this.tell((o) => o.opened(handle.path));
+    const after = this.afterFirstOpen;
+    if (after !== undefined) {
+      this.afterFirstOpen = undefined;
+      setTimeout(after, 0);
+    }
     return handle.id;
   }
 

@@ -1,0 +1,85 @@
+// burg serve gives back the pages of its executable that start-up touched once the session's
+// repository is open (util/resident.ts), and goes on serving from the pages it maps back.
+
+import { describe, expect, test } from "bun:test";
+import { readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
+import { mappingsOf } from "../../src/util/resident.ts";
+import { RpcClient } from "../support/rpc-client.ts";
+import { BURG, borgEnv, requireBorg, requireBurg, run, tempDir } from "../support/env.ts";
+
+/** The process below `pid` (itself included) running dist/burg. */
+function findBurg(pid: number): number | null {
+  const argv0 = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0];
+  if (argv0 === BURG) return pid;
+  for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
+    if (!child) continue;
+    const found = findBurg(Number(child));
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+/** KiB of `pid`'s executable resident in its memory. */
+function executableRssKiB(pid: number): number {
+  const exe = readlinkSync(`/proc/${pid}/exe`);
+  return mappingsOf(exe, readFileSync(`/proc/${pid}/smaps`, "utf8")).reduce((sum, m) => sum + m.rssKiB, 0);
+}
+
+function id(i: number): Uint8Array {
+  const b = new Uint8Array(32);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, i);
+  dv.setUint32(8, Math.imul(i, 0x9e3779b1));
+  return b;
+}
+
+const COUNT = 50_000;
+
+describe("burg serve's start-up pages", () => {
+  test(`given back after open; then ${COUNT} pipelined puts, a commit and gets all come back intact and borg check passes`, async () => {
+    requireBurg();
+    requireBorg();
+    const home = tempDir();
+    const repo = join(home, "repo");
+    const env = borgEnv(home);
+    const c = new RpcClient([BURG, "serve"], env);
+    try {
+      await c.negotiate();
+      const burg = findBurg(c.pid)!;
+      expect(burg).not.toBeNull();
+      const before = executableRssKiB(burg);
+      await c.open(repo, true);
+      // the pages go once the open's reply is out: wait for it (well under a second)
+      let after = executableRssKiB(burg);
+      for (let i = 0; i < 100 && after > before * 0.75; i++) {
+        await Bun.sleep(20);
+        after = executableRssKiB(burg);
+      }
+      expect(after).toBeLessThan(before * 0.75);
+
+      // borg's way of storing: puts with wait=False, no limit on requests in flight
+      const data = (i: number) => new Uint8Array(4096).fill(i & 0xff);
+      await c.pipelineAsync("put", (function* () {
+        for (let i = 0; i < COUNT; i++) yield { id: id(i), data: data(i) };
+      })());
+      await c.asyncResponses();
+      await c.call("commit", { save_space: false });
+      const got = (await c.pipeline("get", (function* () {
+        for (let i = 0; i < COUNT; i++) yield { id: id(i) };
+      })())) as Uint8Array[];
+      let wrong = 0;
+      for (let i = 0; i < COUNT; i++) {
+        const g = got[i]!;
+        if (g.length !== 4096 || g[0] !== (i & 0xff) || g[4095] !== (i & 0xff)) wrong++;
+      }
+      expect(wrong).toBe(0);
+    } finally {
+      const u = await c.close();
+      expect(u.exitCode).toBe(0);
+    }
+    const check = run(["borg", "check", "--repository-only", repo], { env });
+    expect(check.stderr).toBe("");
+    expect(check.code).toBe(0);
+  }, 120_000);
+});
