@@ -2,11 +2,11 @@
 // and writes for big objects), once a session moves bulk data; short sessions leave them alone.
 
 import { describe, expect, test } from "bun:test";
-import { closeSync, openSync, readFileSync, constants as fsc } from "node:fs";
+import { closeSync, openSync, constants as fsc } from "node:fs";
 import { join } from "node:path";
 import { fcntlOrNull } from "../../src/util/libc.ts";
 import { RpcClient } from "../support/rpc-client.ts";
-import { BURG, requireBurg, tempDir } from "../support/env.ts";
+import { BURG, findBurg, requireBurg, tempDir } from "../support/env.ts";
 
 const F_GETPIPE_SZ = 1032;
 
@@ -22,17 +22,6 @@ function pipeSizes(pid: number): number[] {
   });
 }
 
-/** The process below `pid` (itself included) running dist/burg. */
-function findBurg(pid: number): number | null {
-  const argv0 = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0];
-  if (argv0 === BURG) return pid;
-  for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
-    if (!child) continue;
-    const found = findBurg(Number(child));
-    if (found !== null) return found;
-  }
-  return null;
-}
 
 describe("burg serve on pipes", () => {
   test("its stdin and stdout pipes grow to 1 MiB once objects flow, not before", async () => {

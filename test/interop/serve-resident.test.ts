@@ -6,19 +6,8 @@ import { readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { mappingsOf } from "../../src/util/resident.ts";
 import { RpcClient } from "../support/rpc-client.ts";
-import { BURG, borgEnv, requireBorg, requireBurg, run, tempDir } from "../support/env.ts";
+import { BURG, borgEnv, findBurg, requireBorg, requireBurg, run, tempDir } from "../support/env.ts";
 
-/** The process below `pid` (itself included) running dist/burg. */
-function findBurg(pid: number): number | null {
-  const argv0 = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0];
-  if (argv0 === BURG) return pid;
-  for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
-    if (!child) continue;
-    const found = findBurg(Number(child));
-    if (found !== null) return found;
-  }
-  return null;
-}
 
 /** KiB of `pid`'s executable resident in its memory. */
 function executableRssKiB(pid: number): number {

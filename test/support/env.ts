@@ -4,7 +4,7 @@
 // "install borgbackup" message. They never skip.
 
 import { afterAll } from "bun:test";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -39,6 +39,18 @@ export function requireBorg(): string {
     throw new Error("this test needs the real borg client: install borgbackup (apt-get install borgbackup)");
   }
   return borgPath;
+}
+
+/** The process below `pid` (itself included) running dist/burg, as under a wrapper; null if none. */
+export function findBurg(pid: number): number | null {
+  const argv0 = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0];
+  if (argv0 === BURG) return pid;
+  for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
+    if (!child) continue;
+    const found = findBurg(Number(child));
+    if (found !== null) return found;
+  }
+  return null;
 }
 
 /** Path of dist/burg; throws when it was not built. */
