@@ -16,7 +16,11 @@ import { checkRepository, exitCodeFor, type CheckReport, type Finding } from "..
 import { Repository } from "../repository/repository.ts";
 import { log, type LogSink } from "../util/log.ts";
 import { ProgressDisplay, type ProgressState } from "../util/progress.ts";
+import { releaseStartupPages } from "../util/resident.ts";
 import { formatFileSize } from "../util/size.ts";
+
+/** Whether this process gave back its start-up pages (once, before the first repository's check). */
+let startupPagesReleased = false;
 
 export interface CheckCommandOptions {
   repos: string[];
@@ -197,6 +201,11 @@ export async function runCheckCommand(options: CheckCommandOptions, io: CheckCom
       const started = Date.now();
       try {
         repo = await Repository.open(path, { exclusive: true, lockWait: options.lockWait, lock: !options.bypassLock });
+        if (!startupPagesReleased) {
+          // see util/resident.ts: ~10 MiB of the executable that the check will not touch again
+          startupPagesReleased = true;
+          releaseStartupPages();
+        }
         const report = await checkRepository(repo, {
           repair: options.repair,
           maxDuration: options.maxDuration,

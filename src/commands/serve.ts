@@ -12,7 +12,7 @@ import { UsageError } from "../errors.ts";
 import { DEFAULT_THRESHOLDS, type AlertConfig } from "../journal/alerts.ts";
 import { SessionRecorder, whoFromEnv } from "../journal/recorder.ts";
 import { openRepository } from "../repository/repository.ts";
-import { releaseExecutablePages } from "../util/resident.ts";
+import { releaseStartupPages } from "../util/resident.ts";
 import type { OpenRepository } from "../rpc/backend.ts";
 import {
   clientOverrides,
@@ -317,14 +317,7 @@ export async function runServe(options: ServeCliOptions, io: ServeIO): Promise<n
     logger: log,
     defaultLockWait: settings.lockWait,
     sysinfo: () => info,
-    afterFirstOpen: () => {
-      try {
-        const kib = releaseExecutablePages();
-        log.debug(`gave back ${kib} KiB of start-up pages of the executable`);
-      } catch (e) {
-        log.debug(`could not give back start-up pages: ${e instanceof Error ? e.message : String(e)}`);
-      }
-    },
+    afterFirstOpen: releaseStartupPages,
   });
 }
 

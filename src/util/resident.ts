@@ -12,6 +12,7 @@
 
 import { dlopen, FFIType } from "bun:ffi";
 import { readFileSync, readlinkSync } from "node:fs";
+import { log } from "./log.ts";
 
 const MADV_DONTNEED = 4;
 
@@ -92,4 +93,14 @@ export function releaseExecutablePages(): number {
     if (c.madvise(m.start, m.end - m.start, MADV_DONTNEED) === 0) released += m.rssKiB;
   }
   return released;
+}
+
+/** releaseExecutablePages(), said at debug level; never throws (it only saves memory). */
+export function releaseStartupPages(): void {
+  try {
+    const kib = releaseExecutablePages();
+    log.debug(`gave back ${kib} KiB of start-up pages of the executable`);
+  } catch (e) {
+    log.debug(`could not give back start-up pages: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }

@@ -1,5 +1,6 @@
 // burg serve gives back the pages of its executable that start-up touched once the session's
-// repository is open (util/resident.ts), and goes on serving from the pages it maps back.
+// repository is open (util/resident.ts), and goes on serving from the pages it maps back;
+// burg check does the same.
 
 import { describe, expect, test } from "bun:test";
 import { readFileSync, readlinkSync } from "node:fs";
@@ -26,7 +27,7 @@ function id(i: number): Uint8Array {
 const COUNT = 50_000;
 
 describe("burg serve's start-up pages", () => {
-  test(`given back after open; then ${COUNT} pipelined puts, a commit and gets all come back intact and borg check passes`, async () => {
+  test(`given back after open; then ${COUNT} pipelined puts, a commit and gets all come back intact, borg check and burg check pass`, async () => {
     requireBurg();
     requireBorg();
     const home = tempDir();
@@ -70,5 +71,14 @@ describe("burg serve's start-up pages", () => {
     const check = run(["borg", "check", "--repository-only", repo], { env });
     expect(check.stderr).toBe("");
     expect(check.code).toBe(0);
+
+    // burg check gives them back too, once its repository is open, and checks as before
+    const burgCheck = run([BURG, "check", "--debug", repo], { env });
+    expect(burgCheck.code).toBe(0);
+    const released = /gave back (\d+) KiB of start-up pages/.exec(burgCheck.stderr);
+    expect(released).not.toBeNull();
+    expect(Number(released![1])).toBeGreaterThan(5 * 1024);
+    expect(burgCheck.stderr).toContain("Index object count match.");
+    expect(burgCheck.stderr).toContain("no problems found");
   }, 120_000);
 });
