@@ -10,6 +10,7 @@
 // --shutdown-timeout seconds and then abort them (rolled back, locks released); a second
 // signal aborts them at once.
 
+import { releaseStartupPages } from "../util/resident.ts";
 import type { CAC } from "cac";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -215,6 +216,9 @@ export async function runSocket(options: SocketCliOptions, io: SocketIO): Promis
     }
     io.notice(`burg socket: metrics on http://${metricsAddress.hostname.includes(":") ? `[${metricsAddress.hostname}]` : metricsAddress.hostname}:${metricsAddress.port}/metrics`);
   }
+
+  // the daemon's start-up is over: give back what only it touched (see util/resident.ts)
+  releaseStartupPages();
 
   const reason = await Promise.race([stopRequest, fatalAcceptPromise]);
   metrics?.stop();

@@ -1,6 +1,6 @@
 // burg serve gives back the pages of its executable that start-up touched once the session's
 // repository is open (util/resident.ts), and goes on serving from the pages it maps back;
-// burg check does the same.
+// burg check does the same, and burg socket once it listens.
 
 import { describe, expect, test } from "bun:test";
 import { readFileSync, readlinkSync } from "node:fs";
@@ -8,6 +8,10 @@ import { join } from "node:path";
 import { mappingsOf } from "../../src/util/resident.ts";
 import { RpcClient } from "../support/rpc-client.ts";
 import { BURG, borgEnv, findBurg, requireBorg, requireBurg, run, tempDir } from "../support/env.ts";
+import { testScope } from "../support/scope.ts";
+import { startBurgSocket } from "../support/socket-server.ts";
+
+const scope = testScope();
 
 
 /** KiB of `pid`'s executable resident in its memory. */
@@ -26,7 +30,7 @@ function id(i: number): Uint8Array {
 
 const COUNT = 50_000;
 
-describe("burg serve's start-up pages", () => {
+describe("the executable's start-up pages", () => {
   test(`given back after open; then ${COUNT} pipelined puts, a commit and gets all come back intact, borg check and burg check pass`, async () => {
     requireBurg();
     requireBorg();
@@ -80,5 +84,43 @@ describe("burg serve's start-up pages", () => {
     expect(Number(released![1])).toBeGreaterThan(5 * 1024);
     expect(burgCheck.stderr).toContain("Index object count match.");
     expect(burgCheck.stderr).toContain("no problems found");
+  }, 120_000);
+
+  test("burg socket gives them back once it listens; then 4 clients of 10,000 puts and gets each, and borg check passes", async () => {
+    requireBurg();
+    requireBorg();
+    const dir = scope.tempDir("burg-resident-");
+    const env = borgEnv(dir);
+    const sock = join(dir, "burg.sock");
+    const server = await startBurgSocket(scope, ["--socket", sock, "--debug"], { env });
+    await server.waitForLog(/gave back \d+ KiB of start-up pages/);
+    const released = Number(/gave back (\d+) KiB of start-up pages/.exec(server.log())![1]);
+    expect(released).toBeGreaterThan(5 * 1024);
+
+    const per = 10_000;
+    await Promise.all(
+      [0, 1, 2, 3].map(async (k) => {
+        const c = await RpcClient.connect(sock);
+        await c.negotiate();
+        await c.open(join(dir, `repo${k}`), true);
+        await c.pipelineAsync("put", (function* () {
+          for (let i = 0; i < per; i++) yield { id: id(k * per + i), data: new Uint8Array(4096).fill(k) };
+        })());
+        await c.asyncResponses();
+        await c.call("commit", { save_space: false });
+        const got = (await c.pipeline("get", (function* () {
+          for (let i = 0; i < per; i++) yield { id: id(k * per + i) };
+        })())) as Uint8Array[];
+        expect(got.filter((g) => g.length !== 4096 || g[0] !== k || g[4095] !== k).length).toBe(0);
+        await c.close();
+      }),
+    );
+    const { code } = await server.stop();
+    expect(code).toBe(0);
+    for (const k of [0, 1, 2, 3]) {
+      const check = run(["borg", "check", "--repository-only", join(dir, `repo${k}`)], { env });
+      expect(check.stderr).toBe("");
+      expect(check.code).toBe(0);
+    }
   }, 120_000);
 });
