@@ -19,9 +19,6 @@ import { ProgressDisplay, type ProgressState } from "../util/progress.ts";
 import { releaseStartupPages } from "../util/resident.ts";
 import { formatFileSize } from "../util/size.ts";
 
-/** Whether this process gave back its start-up pages (once, before the first repository's check). */
-let startupPagesReleased = false;
-
 export interface CheckCommandOptions {
   repos: string[];
   repair: boolean;
@@ -179,6 +176,8 @@ export async function runCheckCommand(options: CheckCommandOptions, io: CheckCom
   const showProgress = options.progress || io.isTTY;
   const results: Record<string, unknown>[] = [];
   let exitCode = EXIT_SUCCESS;
+  /** Start-up pages are given back once, when the first repository is open. */
+  let startupPagesReleased = false;
   const originalSink = log.sink;
   try {
     for (const path of options.repos) {

@@ -10,7 +10,6 @@
 // --shutdown-timeout seconds and then abort them (rolled back, locks released); a second
 // signal aborts them at once.
 
-import { releaseStartupPages } from "../util/resident.ts";
 import type { CAC } from "cac";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -26,6 +25,7 @@ import { closeFd } from "../util/unix-socket.ts";
 import { SessionPool } from "./socket-pool.ts";
 import { log } from "../util/log.ts";
 import { peerCredentials } from "../util/libc.ts";
+import { releaseStartupPages } from "../util/resident.ts";
 import { prometheus, repositoryStatus, type RepositoryStatus } from "../journal/status.ts";
 import { addServeOptions, applyServeSettings, rawOptions, serveContext, serveOptionsFromArgv, type Env } from "./serve-options.ts";
 import type { ServeCliOptions } from "./serve.ts";

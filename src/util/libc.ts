@@ -54,6 +54,15 @@ export function fcntlOrNull(): Fcntl | null {
   return fcntlLib;
 }
 
+type Madvise = { madvise(addr: number | bigint, length: number | bigint, advice: number): number };
+let madviseLib: Madvise | null | undefined;
+
+/** madvise(2) (util/resident.ts gives back pages with it); null when libc cannot be loaded. */
+export function madviseOrNull(): Madvise | null {
+  madviseLib ??= open<Madvise>({ madvise: { args: [FFIType.u64, FFIType.u64, FFIType.i32], returns: FFIType.i32 } });
+  return madviseLib;
+}
+
 const F_SETPIPE_SZ = 1031;
 const F_GETPIPE_SZ = 1032;
 

@@ -2,37 +2,19 @@
 //
 // A compiled burg is a ~95 MB executable; starting the runtime touches ~37 MiB of it (the
 // JavaScript engine's initialisation, the bundled modules, tables of its read-only data), and
-// every touched page counts in the process's RSS for as long as it lives. A session uses about
-// half of them again. madvise(MADV_DONTNEED) on a private mapping of a file that was never
+// every touched page counts in the process's RSS for as long as it lives. A session maps back
+// about two thirds of them. madvise(MADV_DONTNEED) on a private mapping of a file that was never
 // written to unmaps its pages: they stay in the page cache (shared with every other burg
 // process), and a page that is needed again is mapped back by the next access (a minor fault,
 // or a read of the file if the kernel dropped it meanwhile). A mapping with anonymous pages
 // (relocated read-only data, copied on write) is left alone: DONTNEED would throw away the
 // copies and bring back the file's unrelocated bytes.
 
-import { dlopen, FFIType } from "bun:ffi";
 import { readFileSync, readlinkSync } from "node:fs";
+import { madviseOrNull } from "./libc.ts";
 import { log } from "./log.ts";
 
 const MADV_DONTNEED = 4;
-
-type Madvise = { madvise(addr: number | bigint, length: number | bigint, advice: number): number };
-let lib: Madvise | null | undefined;
-
-function madviseLib(): Madvise | null {
-  if (lib === undefined) {
-    lib = null;
-    for (const name of ["libc.so.6", "libc.so"]) {
-      try {
-        lib = dlopen(name, { madvise: { args: [FFIType.u64, FFIType.u64, FFIType.i32], returns: FFIType.i32 } }).symbols as unknown as Madvise;
-        break;
-      } catch {
-        // try the next name
-      }
-    }
-  }
-  return lib;
-}
 
 export interface FileMapping {
   start: bigint;
@@ -72,8 +54,8 @@ export function releasable(mappings: FileMapping[]): FileMapping[] {
 
 /**
  * Drop this process's resident pages of its own executable (see above). Returns the KiB that
- * were resident in the mappings it released; 0 when nothing could be done (no /proc, no libc,
- * running under `bun` rather than as the compiled executable, which changes nothing).
+ * were resident in the mappings it released; 0 when nothing could be done (no /proc, no libc).
+ * Under `bun` (tests) the executable is bun's own, released the same way.
  */
 export function releaseExecutablePages(): number {
   let exe: string;
@@ -86,7 +68,7 @@ export function releaseExecutablePages(): number {
   }
   const targets = releasable(mappingsOf(exe, smaps));
   if (targets.length === 0) return 0;
-  const c = madviseLib();
+  const c = madviseOrNull();
   if (c === null) return 0;
   let released = 0;
   for (const m of targets) {

@@ -22,7 +22,6 @@ function pipeSizes(pid: number): number[] {
   });
 }
 
-
 describe("burg serve on pipes", () => {
   test("its stdin and stdout pipes grow to 1 MiB once objects flow, not before", async () => {
     requireBurg();

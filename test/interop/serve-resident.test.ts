@@ -13,7 +13,6 @@ import { startBurgSocket } from "../support/socket-server.ts";
 
 const scope = testScope();
 
-
 /** KiB of `pid`'s executable resident in its memory. */
 function executableRssKiB(pid: number): number {
   const exe = readlinkSync(`/proc/${pid}/exe`);
