@@ -121,7 +121,7 @@ export class SessionPool {
         }
         void this.spawn(slot, n).catch((e: unknown) => this.options.logger.error(`burg socket: worker ${n} could not be restarted: ${(e as Error).message}`));
       };
-      const init: ToWorker = { kind: "init", argv: this.options.argv, env: this.options.env, cwd: this.options.cwd, pid: this.options.pid, uid: this.options.uid };
+      const init: ToWorker = { kind: "init", argv: this.options.argv, env: this.options.env, cwd: this.options.cwd, pid: this.options.pid, uid: this.options.uid, workers: this.options.workers };
       worker.postMessage(init);
     });
   }

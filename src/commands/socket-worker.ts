@@ -17,6 +17,7 @@
 import type { Socket } from "bun";
 import { SessionRecorder, whoFromEnv } from "../journal/recorder.ts";
 import { locksSettled, releaseAllLocks, useMainThreadLocks, type LockReply, type LockRequest } from "../lock/lock.ts";
+import { setTableReserveBudget, tableReserveBudgetFor } from "../repository/hashindex.ts";
 import { openRepository } from "../repository/repository.ts";
 import { normalizeDebugTopic } from "../rpc/policy.ts";
 import type { SessionResult } from "../rpc/session.ts";
@@ -34,7 +35,7 @@ import { parseSocketArgv } from "./socket.ts";
 
 /** Messages from the main thread. */
 export type ToWorker =
-  | { kind: "init"; argv: string[]; env: Env; cwd: string; pid: number; uid: number }
+  | { kind: "init"; argv: string[]; env: Env; cwd: string; pid: number; uid: number; workers: number }
   | { kind: "connection"; id: number; fd: number; running: number; refuse?: string }
   | { kind: "handover"; id: number; fd: number; fds: number[]; frame: Uint8Array; running: number; refuse?: string }
   | { kind: "shutdown"; timeout: number }
@@ -235,6 +236,8 @@ export function socketWorkerMain(): void {
     switch (m.kind) {
       case "init": {
         try {
+          // The workers share one process's address space for array buffers (hashindex.ts).
+          setTableReserveBudget(tableReserveBudgetFor(m.workers));
           const options = parseSocketArgv(m.argv.slice(1));
           const ctx = serveContext(options.serve, { env: m.env, cwd: m.cwd, argv: [process.argv[0] ?? "burg", ...m.argv], openRepository }, "socket");
           applyServeSettings(ctx.settings);

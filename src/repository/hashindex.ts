@@ -14,6 +14,17 @@
 // disk. The bucket bytes sit between a little unused scratch space at both ends of that buffer
 // so integrity.ts can lay the XXH64 stream (name prefix, header, part names) around the buckets
 // and hash the index file in one call without copying the table.
+//
+// Growing: borg's resize builds a second table and copies every entry into it, so for a moment
+// both tables are in memory (10.5 + 17.8 MB at 200,000 objects), and that moment was the peak
+// RSS of a session putting that many objects; freed, the old table stays with the allocator for
+// a few hundred milliseconds more. Here a table's ArrayBuffer is resizable where it can be: it
+// is allocated with room reserved (address space only, no memory) to grow into, and a resize
+// grows the buffer where it is and moves the entries within it (rehashInPlace), leaving exactly
+// the bytes borg's copy would. Reserved address space comes out of the runtime's 64 GiB cage
+// for array buffers and is only given back when the buffer is collected (or the table replaced
+// or released), so each thread's tables may reserve at most RESERVE_BUDGET between them, and
+// `burg socket`'s workers less; past it a table is a plain buffer and grows by copying.
 
 import { HashIndexFormatError, HashIndexKeyError, HashIndexValueError } from "../errors.ts";
 
@@ -85,10 +96,69 @@ function shrinkSize(current: number): number {
   return sizeAt(sizeIdx(current) - 1);
 }
 
-/** A bucket array for `numBuckets` buckets, 8-aligned, with scratch space around it. */
+/** Bytes of the ArrayBuffer holding `numBuckets` buckets and the scratch space around them. */
+function bufferBytes(numBuckets: number): number {
+  return SCRATCH_BEFORE + numBuckets * BUCKET_SIZE + SCRATCH_AFTER;
+}
+
+/**
+ * Least address space reserved for a table to grow into: enough for 757,607 buckets (568,205
+ * objects), so a table that starts empty grows in place through every step up to there.
+ */
+const MIN_RESERVE = bufferBytes(757607);
+/** Address space the tables of one thread may hold in reserve between them (see the top comment). */
+const RESERVE_BUDGET = 1 << 30;
+/** ... and those of all threads of a process (the cage is 64 GiB and also holds every other buffer). */
+const RESERVE_PER_PROCESS = 16 * 2 ** 30;
+let reserveBudget = RESERVE_BUDGET;
+let reserved = 0;
+const reservations = new FinalizationRegistry<number>((bytes) => {
+  reserved -= bytes;
+});
+
+/** The reserve budget of this thread's tables (0: every table is a plain buffer). */
+export function setTableReserveBudget(bytes: number): void {
+  reserveBudget = bytes;
+}
+
+/** The reserve budget of each of `threads` threads that open repositories in one process. */
+export function tableReserveBudgetFor(threads: number): number {
+  return Math.min(RESERVE_BUDGET, Math.floor(RESERVE_PER_PROCESS / Math.max(1, threads)));
+}
+
+/** Address space this thread's live (not yet collected or released) tables hold in reserve. */
+export function tableReserveInUse(): number {
+  return reserved;
+}
+
+/**
+ * A bucket array for `numBuckets` buckets, 8-aligned, with scratch space around it. Its buffer is
+ * resizable, with room for two more growth steps (at least MIN_RESERVE), while the budget lasts.
+ */
 function allocBuckets(numBuckets: number): Uint8Array {
   const len = numBuckets * BUCKET_SIZE;
-  return new Uint8Array(new ArrayBuffer(SCRATCH_BEFORE + len + SCRATCH_AFTER), SCRATCH_BEFORE, len);
+  const bytes = bufferBytes(numBuckets);
+  const max = Math.max(bufferBytes(sizeAt(sizeIdx(numBuckets) + 2)), MIN_RESERVE);
+  let ab: ArrayBuffer | null = null;
+  if (reserved + max <= reserveBudget) {
+    try {
+      ab = new ArrayBuffer(bytes, { maxByteLength: max });
+      reserved += max;
+      reservations.register(ab, max, ab);
+    } catch {
+      // RangeError: the cage has no room for the reservation; a plain buffer will do.
+      ab = null;
+    }
+  }
+  return new Uint8Array(ab ?? new ArrayBuffer(bytes), SCRATCH_BEFORE, len);
+}
+
+/** Give a bucket array's memory and reserved address space back now instead of at collection. */
+function releaseBuckets(buckets: Uint8Array): void {
+  const ab = buckets.buffer as ArrayBuffer;
+  if (!ab.resizable || ab.detached) return;
+  if (reservations.unregister(ab)) reserved -= ab.maxByteLength;
+  ab.transferToFixedLength(0);
 }
 
 function checkKey(key: Uint8Array): void {
@@ -360,6 +430,20 @@ export class NSIndex {
     return this.entriesAfter(b);
   }
 
+  /**
+   * Give the table's memory (and the address space reserved for it) back now rather than when
+   * it is collected. The index is unusable afterwards: lookups and changes throw.
+   */
+  release(): void {
+    const old = this.buf;
+    this.buf = new Uint8Array(0);
+    this.w = new Int32Array(0);
+    this.nBuckets = 0;
+    this.nEntries = 0;
+    this.nEmpty = 0;
+    releaseBuckets(old);
+  }
+
   clone(): NSIndex {
     const buckets = allocBuckets(this.nBuckets);
     buckets.set(this.buf);
@@ -394,6 +478,7 @@ export class NSIndex {
   private find(k0: number, k1: number, k2: number, k3: number, k4: number, k5: number, k6: number, k7: number): number {
     const w = this.w;
     const n = this.nBuckets;
+    if (n === 0) throw new Error("hash index used after release()");
     const start = (k0 >>> 0) % n;
     let idx = start;
     let didx = -1;
@@ -482,8 +567,17 @@ export class NSIndex {
     this.nEntries++;
   }
 
-  /** hashindex_resize: reinsert every entry, in bucket order, into a fresh table. */
+  /**
+   * hashindex_resize: reinsert every entry, in bucket order, into a fresh table of `capacity`
+   * buckets. In place when the buffer can hold both sizes; otherwise into a new buffer, and the
+   * old one is given back at once.
+   */
   private resize(capacity: number): void {
+    const ab = this.buf.buffer as ArrayBuffer;
+    if (ab.resizable && this.buf.byteOffset === SCRATCH_BEFORE && ab.maxByteLength >= bufferBytes(Math.max(capacity, this.nBuckets))) {
+      this.rehashInPlace(capacity);
+      return;
+    }
     const fresh = NSIndex.create(capacity);
     const w = this.w;
     for (let b = this.nextBucket(-1); b !== -1; b = this.nextBucket(b)) {
@@ -501,13 +595,80 @@ export class NSIndex {
         w[base + SEG_WORD + 1]!,
       );
     }
-    this.buf = fresh.buf;
-    this.w = fresh.w;
-    this.nBuckets = fresh.nBuckets;
+    const old = this.buf;
+    this.adopt(fresh.buf);
+    releaseBuckets(old);
+  }
+
+  /**
+   * resize() within this table's own (resizable) buffer. Inserting the entries in bucket order
+   * into an empty table puts each into the first free bucket from its home, so a pass over an
+   * occupancy map of the new size tells where each entry ends up. The entries are then moved
+   * along the cycles of that mapping (each move may displace one entry not yet moved, which is
+   * carried on), and every bucket left unused gets an empty bucket's bytes: zeros and the empty
+   * marker, as in borg's calloc'ed table. Extra memory: 4 bytes per old bucket and 1 per new one.
+   */
+  private rehashInPlace(capacity: number): void {
+    const oldN = this.nBuckets;
+    const ab = this.buf.buffer as ArrayBuffer;
+    if (capacity > oldN) ab.resize(bufferBytes(capacity)); // the new bytes are zeros
+    const w = new Int32Array(ab, SCRATCH_BEFORE, Math.max(oldN, capacity) * BUCKET_WORDS);
+    // Where each entry goes (-1: no entry, or already moved) and which buckets end up used.
+    const dest = new Int32Array(oldN);
+    const used = new Uint8Array(capacity);
+    for (let b = 0; b < oldN; b++) {
+      const base = b * BUCKET_WORDS;
+      const v = w[base + SEG_WORD]!;
+      if (v === EMPTY || v === DELETED) {
+        dest[b] = -1;
+        continue;
+      }
+      let p = (w[base]! >>> 0) % capacity;
+      while (used[p] === 1) if (++p === capacity) p = 0;
+      used[p] = 1;
+      dest[b] = p;
+    }
+    const carry = new Int32Array(BUCKET_WORDS);
+    for (let b = 0; b < oldN; b++) {
+      let d = dest[b]!;
+      if (d < 0) continue;
+      dest[b] = -1;
+      if (d === b) continue;
+      const from = b * BUCKET_WORDS;
+      for (let k = 0; k < BUCKET_WORDS; k++) carry[k] = w[from + k]!;
+      for (;;) {
+        const to = d * BUCKET_WORDS;
+        // The destination still holds an entry that has not moved: take it along.
+        const next = d < oldN ? dest[d]! : -1;
+        for (let k = 0; k < BUCKET_WORDS; k++) {
+          const t = w[to + k]!;
+          w[to + k] = carry[k]!;
+          carry[k] = t;
+        }
+        if (next < 0) break;
+        dest[d] = -1;
+        d = next;
+      }
+    }
+    for (let p = 0; p < capacity; p++) {
+      if (used[p] === 1) continue;
+      const base = p * BUCKET_WORDS;
+      w.fill(0, base, base + BUCKET_WORDS);
+      w[base + SEG_WORD] = EMPTY;
+    }
+    if (capacity < oldN) ab.resize(bufferBytes(capacity));
+    this.adopt(new Uint8Array(ab, SCRATCH_BEFORE, capacity * BUCKET_SIZE));
+  }
+
+  /** Take `buckets` (a fresh or rehashed table) as this table's; num_entries keeps its value. */
+  private adopt(buckets: Uint8Array): void {
+    this.buf = buckets;
+    this.w = new Int32Array(buckets.buffer, buckets.byteOffset, buckets.length / 4);
+    this.nBuckets = buckets.length / BUCKET_SIZE;
     // As in C, num_entries keeps its value (it is what the header said when read from a file).
     this.nEmpty = this.nBuckets - this.nEntries;
-    this.lower = fresh.lower;
-    this.upper = fresh.upper;
-    this.minEmpty = fresh.minEmpty;
+    this.lower = lowerLimit(this.nBuckets);
+    this.upper = upperLimit(this.nBuckets);
+    this.minEmpty = minEmptyOf(this.nBuckets);
   }
 }

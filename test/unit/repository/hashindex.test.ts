@@ -8,7 +8,15 @@ import { heapStats } from "bun:jsc";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { HashIndexFormatError, HashIndexKeyError, HashIndexValueError } from "../../../src/errors.ts";
-import { HASH_HEADER_SIZE, HASH_SIZES, MAX_VALUE, NSIndex } from "../../../src/repository/hashindex.ts";
+import {
+  HASH_HEADER_SIZE,
+  HASH_SIZES,
+  MAX_VALUE,
+  NSIndex,
+  setTableReserveBudget,
+  tableReserveBudgetFor,
+  tableReserveInUse,
+} from "../../../src/repository/hashindex.ts";
 import { borgPython } from "../../support/borg-python.ts";
 import { tempDir } from "../../support/env.ts";
 
@@ -139,14 +147,17 @@ interface Replay {
   grew: number;
   shrank: number;
   rebuilt: number;
+  /** Resizes after which the buckets were in another buffer than before. */
+  moved: number;
 }
 
 function replay(ops: Op[], capacity: number): Replay {
   const index = NSIndex.create(capacity);
-  const r: Replay = { index, results: [], snapshots: [], grew: 0, shrank: 0, rebuilt: 0 };
+  const r: Replay = { index, results: [], snapshots: [], grew: 0, shrank: 0, rebuilt: 0, moved: 0 };
   for (const o of ops) {
     const nb = index.numBuckets;
     const empty = index.emptyBuckets;
+    const buffer = index.bucketBytes().buffer;
     if (o.op === OP_SET) index.set(o.key, o.seg, o.off);
     else if (o.op === OP_DELETE) r.results.push(index.delete(o.key) ? "1" : "0");
     else if (o.op === OP_GET) {
@@ -156,7 +167,29 @@ function replay(ops: Op[], capacity: number): Replay {
     if (index.numBuckets > nb) r.grew++;
     else if (index.numBuckets < nb) r.shrank++;
     else if (index.emptyBuckets > empty) r.rebuilt++;
+    if (index.bucketBytes().buffer !== buffer) r.moved++;
   }
+  return r;
+}
+
+/**
+ * The same ops with every table a plain buffer (no address space in reserve), so each resize
+ * copies into a new table as borg's does: the same results and bytes as in place.
+ */
+function replayPlain(ops: Op[], capacity: number, inPlace: Replay): Replay {
+  setTableReserveBudget(0);
+  let r: Replay;
+  try {
+    r = replay(ops, capacity);
+  } finally {
+    setTableReserveBudget(tableReserveBudgetFor(1));
+  }
+  expect(r.index.bucketBytes().buffer.resizable).toBe(false);
+  expect(r.results).toEqual(inPlace.results);
+  expect(r.snapshots.length).toBe(inPlace.snapshots.length);
+  r.snapshots.forEach((snap, i) => expect(Buffer.from(snap).equals(inPlace.snapshots[i]!)).toBe(true));
+  expect(Buffer.from(fileBytes(r.index)).equals(fileBytes(inPlace.index))).toBe(true);
+  expect(r.moved).toBe(r.grew + r.shrank + r.rebuilt);
   return r;
 }
 
@@ -257,6 +290,10 @@ for k, (s, o) in idx.iteritems():
     expect(r.shrank).toBeGreaterThanOrEqual(3);
     expect(r.index.numBuckets).toBe(HASH_SIZES[0]!);
     expect(r.index.size).toBe(100);
+    // Every resize happened within the table's own buffer, and copying gives the same bytes.
+    expect(r.index.bucketBytes().buffer.resizable).toBe(true);
+    expect(r.moved).toBe(0);
+    replayPlain(log.ops, 0, r);
   });
 
   test("churn with a steady number of entries triggers same-size tombstone rebuilds like borg", () => {
@@ -283,6 +320,8 @@ for k, (s, o) in idx.iteritems():
     expect(r.rebuilt).toBeGreaterThanOrEqual(3);
     expect(r.grew).toBe(0);
     expect(r.index.numBuckets).toBe(1031);
+    expect(r.moved).toBe(0);
+    replayPlain(log.ops, 0, r);
   });
 
   test("an explicit capacity picks borg's table size", () => {
@@ -526,6 +565,72 @@ for p in sys.argv[1:]:
     const read = NSIndex.fromBytes(holder.subarray(2));
     expect(read.bucketBytes().buffer).toBe(holder.buffer);
     expect(read.get(new Uint8Array(32).fill(3))).toEqual([1, 2]);
+  });
+
+  test("a table grows in its own buffer while its reserve lasts, then moves to one with a new reserve", () => {
+    const key = new Uint8Array(32);
+    const dv = new DataView(key.buffer);
+    const index = NSIndex.create();
+    const reserveBefore = tableReserveInUse();
+    const first = index.bucketBytes().buffer;
+    expect(first.resizable).toBe(true);
+    const reserve = first.maxByteLength;
+    let moves = 0;
+    let buffer = first;
+    const sizes: number[] = [];
+    for (let i = 0; i < 600_000; i++) {
+      dv.setUint32(0, Math.imul(i, 2654435761) >>> 0, true);
+      dv.setUint32(4, i, true);
+      const nb = index.numBuckets;
+      index.set(key, i & 0xffff, i);
+      if (index.numBuckets !== nb) {
+        sizes.push(index.numBuckets);
+        if (index.bucketBytes().buffer !== buffer) {
+          moves++;
+          // the old buffer was given back at once, not left for the collector
+          expect(buffer.detached).toBe(true);
+          buffer = index.bucketBytes().buffer;
+        }
+      }
+    }
+    // 1031 -> ... -> 757607 in the first buffer, then one move for 1287917
+    expect(sizes.slice(-3)).toEqual([445649, 757607, 1287917]);
+    expect(moves).toBe(1);
+    expect(buffer.resizable).toBe(true);
+    expect(buffer.maxByteLength).toBeGreaterThan(reserve);
+    expect(tableReserveInUse()).toBe(reserveBefore - reserve + buffer.maxByteLength);
+    for (const i of [0, 299_999, 599_999]) {
+      dv.setUint32(0, Math.imul(i, 2654435761) >>> 0, true);
+      dv.setUint32(4, i, true);
+      expect(index.get(key)).toEqual([i & 0xffff, i]);
+    }
+    index.release();
+    expect(tableReserveInUse()).toBe(reserveBefore - reserve);
+    expect(buffer.detached).toBe(true);
+    expect(() => index.get(key)).toThrow("hash index used after release()");
+    expect(() => index.set(key, 1, 1)).toThrow("hash index used after release()");
+  });
+
+  test("past the reserve budget tables are plain buffers that grow by copying", () => {
+    setTableReserveBudget(tableReserveInUse());
+    try {
+      const index = NSIndex.create();
+      expect(index.bucketBytes().buffer.resizable).toBe(false);
+      const key = new Uint8Array(32);
+      for (let i = 0; i < 2000; i++) {
+        key[0] = i & 0xff;
+        key[1] = i >> 8;
+        index.set(key, 1, i);
+      }
+      expect(index.numBuckets).toBe(4099);
+      expect(index.get(key)).toEqual([1, 1999]);
+      index.release(); // a plain buffer is left to the collector
+      expect(() => index.get(key)).toThrow("hash index used after release()");
+    } finally {
+      setTableReserveBudget(tableReserveBudgetFor(1));
+    }
+    expect(tableReserveBudgetFor(1)).toBe(2 ** 30);
+    expect(tableReserveBudgetFor(64)).toBe(2 ** 28);
   });
 
   test("1,000,000 entries take borg's table size and no objects per entry", () => {
