@@ -554,7 +554,10 @@ export class Repository implements RepositoryHandle {
       await this.lock!.upgrade();
     }
     // what a reading session has seen of index.N (lookups move entries, as in borg's table)
-    if (!this.index && this.fileIndex && this.fileIndex.transactionId === transactionId) this.index = this.fileIndex.toTable();
+    if (!this.index && this.fileIndex && this.fileIndex.transactionId === transactionId) {
+      this.index = this.fileIndex.toTable();
+      log.debug(`Loaded the index table (${this.index.numBuckets} buckets) to write`, LOGGER);
+    }
     if (!this.index || transactionId === null) {
       try {
         this.index = await this.openIndex(transactionId, false);
@@ -1322,14 +1325,16 @@ export class Repository implements RepositoryHandle {
   /**
    * The index for reading: the table when one is loaded, else index.N on disk (FileIndex), else
    * the table (an empty repository, or a table borg rebuilds on loading). A damaged or missing
-   * file is reported and recovered from as openIndex does. Once the FileIndex has served many
-   * lookups or moved many entries, the table takes over.
+   * file is reported and recovered from as openIndex does. Once lookups have moved many entries
+   * of the FileIndex, the table takes over.
    */
   private async readableIndex(): Promise<NSIndex | FileIndex> {
     if (this.index) return this.index;
     if (this.fileIndex) {
       if (!this.fileIndex.outgrown) return this.fileIndex;
+      const moved = this.fileIndex.movedBuckets;
       this.index = this.fileIndex.toTable();
+      log.debug(`Loaded the index table (${this.index.numBuckets} buckets): lookups moved ${moved} entries`, LOGGER);
       return this.index;
     }
     const tid = await this.getTransactionId();

@@ -123,3 +123,54 @@ describe("the executable's start-up pages", () => {
     }
   }, 120_000);
 });
+
+describe("the index table of a session that reads", () => {
+  const OBJECTS = 200_000;
+  test(`${OBJECTS} pipelined gets are answered from index.N on disk; the table is loaded once the session writes`, async () => {
+    requireBurg();
+    requireBorg();
+    const home = tempDir();
+    const repo = join(home, "repo");
+    const env = borgEnv(home);
+    const data = (i: number) => new Uint8Array(64).fill(i & 0xff);
+    const w = new RpcClient([BURG, "serve", "--debug"], env);
+    await w.negotiate();
+    await w.open(repo, true);
+    await w.pipelineAsync("put", (function* () {
+      for (let i = 0; i < OBJECTS; i++) yield { id: id(i), data: data(i) };
+    })());
+    await w.asyncResponses();
+    await w.call("commit", { save_space: false });
+    expect((await w.close()).exitCode).toBe(0);
+
+    // a restore: every object once, many requests in flight
+    const r = new RpcClient([BURG, "serve", "--debug"], env);
+    await r.negotiate();
+    await r.open(repo, false);
+    const got = (await r.pipeline("get", (function* () {
+      for (let i = 0; i < OBJECTS; i++) yield { id: id(i) };
+    })())) as Uint8Array[];
+    let wrong = 0;
+    for (let i = 0; i < OBJECTS; i++) if (got[i]!.length !== 64 || got[i]![63] !== (i & 0xff)) wrong++;
+    expect(wrong).toBe(0);
+    expect(await r.call("__len__", {})).toBe(OBJECTS);
+    const read = await r.close();
+    expect(read.exitCode).toBe(0);
+    expect(read.stderr).not.toContain("Loaded the index table");
+
+    // reading first, then writing: the table is loaded for the transaction
+    const rw = new RpcClient([BURG, "serve", "--debug"], env);
+    await rw.negotiate();
+    await rw.open(repo, false);
+    expect((await rw.call("get", { id: id(7) })) as Uint8Array).toEqual(data(7));
+    await rw.call("put", { id: id(OBJECTS), data: data(OBJECTS) });
+    await rw.call("commit", { save_space: false });
+    const written = await rw.close();
+    expect(written.exitCode).toBe(0);
+    expect(written.stderr).toMatch(/Loaded the index table \(445649 buckets\) to write/);
+
+    const check = run(["borg", "check", "--repository-only", repo], { env });
+    expect(check.stderr).toBe("");
+    expect(check.code).toBe(0);
+  }, 300_000);
+});

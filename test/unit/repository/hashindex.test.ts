@@ -132,6 +132,11 @@ class OpLog {
   }
 }
 
+/** The ArrayBuffer a table's buckets are in. */
+function bufferOf(index: NSIndex): ArrayBuffer {
+  return index.bucketBytes().buffer as ArrayBuffer;
+}
+
 function fileBytes(index: NSIndex): Uint8Array {
   const out = new Uint8Array(index.byteSize());
   out.set(index.headerBytes(), 0);
@@ -157,7 +162,7 @@ function replay(ops: Op[], capacity: number): Replay {
   for (const o of ops) {
     const nb = index.numBuckets;
     const empty = index.emptyBuckets;
-    const buffer = index.bucketBytes().buffer;
+    const buffer = bufferOf(index);
     if (o.op === OP_SET) index.set(o.key, o.seg, o.off);
     else if (o.op === OP_DELETE) r.results.push(index.delete(o.key) ? "1" : "0");
     else if (o.op === OP_GET) {
@@ -167,7 +172,7 @@ function replay(ops: Op[], capacity: number): Replay {
     if (index.numBuckets > nb) r.grew++;
     else if (index.numBuckets < nb) r.shrank++;
     else if (index.emptyBuckets > empty) r.rebuilt++;
-    if (index.bucketBytes().buffer !== buffer) r.moved++;
+    if (bufferOf(index) !== buffer) r.moved++;
   }
   return r;
 }
@@ -184,7 +189,7 @@ function replayPlain(ops: Op[], capacity: number, inPlace: Replay): Replay {
   } finally {
     setTableReserveBudget(tableReserveBudgetFor(1));
   }
-  expect(r.index.bucketBytes().buffer.resizable).toBe(false);
+  expect(bufferOf(r.index).resizable).toBe(false);
   expect(r.results).toEqual(inPlace.results);
   expect(r.snapshots.length).toBe(inPlace.snapshots.length);
   r.snapshots.forEach((snap, i) => expect(Buffer.from(snap).equals(inPlace.snapshots[i]!)).toBe(true));
@@ -291,7 +296,7 @@ for k, (s, o) in idx.iteritems():
     expect(r.index.numBuckets).toBe(HASH_SIZES[0]!);
     expect(r.index.size).toBe(100);
     // Every resize happened within the table's own buffer, and copying gives the same bytes.
-    expect(r.index.bucketBytes().buffer.resizable).toBe(true);
+    expect(bufferOf(r.index).resizable).toBe(true);
     expect(r.moved).toBe(0);
     replayPlain(log.ops, 0, r);
   });
@@ -572,7 +577,7 @@ for p in sys.argv[1:]:
     const dv = new DataView(key.buffer);
     const index = NSIndex.create();
     const reserveBefore = tableReserveInUse();
-    const first = index.bucketBytes().buffer;
+    const first = bufferOf(index);
     expect(first.resizable).toBe(true);
     const reserve = first.maxByteLength;
     let moves = 0;
@@ -585,11 +590,11 @@ for p in sys.argv[1:]:
       index.set(key, i & 0xffff, i);
       if (index.numBuckets !== nb) {
         sizes.push(index.numBuckets);
-        if (index.bucketBytes().buffer !== buffer) {
+        if (bufferOf(index) !== buffer) {
           moves++;
           // the old buffer was given back at once, not left for the collector
           expect(buffer.detached).toBe(true);
-          buffer = index.bucketBytes().buffer;
+          buffer = bufferOf(index);
         }
       }
     }
@@ -615,7 +620,7 @@ for p in sys.argv[1:]:
     setTableReserveBudget(tableReserveInUse());
     try {
       const index = NSIndex.create();
-      expect(index.bucketBytes().buffer.resizable).toBe(false);
+      expect(bufferOf(index).resizable).toBe(false);
       const key = new Uint8Array(32);
       for (let i = 0; i < 2000; i++) {
         key[0] = i & 0xff;
