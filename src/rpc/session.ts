@@ -35,7 +35,7 @@ import {
   isBytes,
 } from "../util/msgpack.ts";
 import { objectBuffers } from "../util/buffer-pool.ts";
-import { trafficPassed } from "../util/gc.ts";
+import { requestHandled, trafficPassed } from "../util/gc.ts";
 import { isPeerGone } from "../util/io-errors.ts";
 import { VERSION } from "../version.ts";
 import type { OpenRepository, RepositoryActivity, RepositoryHandle } from "./backend.ts";
@@ -362,6 +362,7 @@ export class Session {
           await stream.write(part, objectBuffers.owns(part) ? () => objectBuffers.give(part) : undefined);
           trafficPassed(part.length);
         }
+        requestHandled();
       } catch (e) {
         const err = e instanceof Error ? e : new Error(String(e));
         if (isPeerGone(err)) {
