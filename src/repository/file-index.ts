@@ -87,11 +87,6 @@ export class FileIndex {
     return this.overlay.size > OVERLAY_MAX;
   }
 
-  /** Buckets that lookups have moved (into tombstones) so far. */
-  get movedBuckets(): number {
-    return this.overlay.size;
-  }
-
   /** Read `count` buckets from bucket `first` on into `into`. */
   private readBuckets(into: Uint8Array, first: number, count: number): void {
     const n = readFully(this.fd, into, HASH_HEADER_SIZE + first * BUCKET, count * BUCKET);

@@ -1332,9 +1332,9 @@ export class Repository implements RepositoryHandle {
     if (this.index) return this.index;
     if (this.fileIndex) {
       if (!this.fileIndex.outgrown) return this.fileIndex;
-      const moved = this.fileIndex.movedBuckets;
+      const changed = this.fileIndex.overlayBuckets;
       this.index = this.fileIndex.toTable();
-      log.debug(`Loaded the index table (${this.index.numBuckets} buckets): lookups moved ${moved} entries`, LOGGER);
+      log.debug(`Loaded the index table (${this.index.numBuckets} buckets): lookups had changed ${changed} of its buckets`, LOGGER);
       return this.index;
     }
     const tid = await this.getTransactionId();
